@@ -1,0 +1,1 @@
+"""Transport: servicers translate proto <-> domain and map errors to statuses, nothing else."""

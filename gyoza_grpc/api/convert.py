@@ -1,0 +1,226 @@
+"""proto <-> domain: the only code that touches HasField, Timestamp, Struct and FieldMask.
+
+Inbound conversions validate what protobuf itself cannot (unknown enum numbers, non-finite
+numbers and NUL characters in Structs, timestamps out of range) and raise InvalidArgument
+naming the field, so bad input never reaches the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from gyoza.v1 import runs_pb2
+from gyoza_grpc.domain.clock import from_us, to_us
+from gyoza_grpc.domain.errors import InvalidArgument
+from gyoza_grpc.domain.model import (
+    DEFAULT_PRIORITY,
+    JSON,
+    Attempt,
+    Constraints,
+    Event,
+    EventDelivery,
+    EventType,
+    ExecutionSummary,
+    RetryPolicy,
+    Run,
+    RunSpec,
+    RunState,
+)
+
+# Proto enum numbers <-> domain enums, built once from the descriptors.
+_STATE_TO_PB: dict[RunState, runs_pb2.RunState.ValueType] = {
+    s: runs_pb2.RunState.Value(f"RUN_STATE_{s.value}") for s in RunState
+}
+_PB_TO_STATE: dict[int, RunState] = {v: k for k, v in _STATE_TO_PB.items()}
+_TYPE_TO_PB: dict[EventType, runs_pb2.EventType.ValueType] = {
+    t: runs_pb2.EventType.Value(f"EVENT_TYPE_{t.value}") for t in EventType
+}
+_PB_TO_TYPE: dict[int, EventType] = {v: k for k, v in _TYPE_TO_PB.items()}
+
+# Timestamp's valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+# -- inbound ---------------------------------------------------------------------------------
+
+
+def state_from_pb(value: int, field: str) -> RunState:
+    try:
+        return _PB_TO_STATE[value]
+    except KeyError:
+        name = "RUN_STATE_UNSPECIFIED" if value == 0 else f"unknown RunState {value}"
+        raise InvalidArgument.field(field, f"must be a run state, got {name}") from None
+
+
+def event_type_from_pb(value: int, field: str = "type") -> EventType:
+    try:
+        return _PB_TO_TYPE[value]
+    except KeyError:
+        name = "EVENT_TYPE_UNSPECIFIED" if value == 0 else f"unknown EventType {value}"
+        raise InvalidArgument.field(field, f"must be an event type, got {name}") from None
+
+
+def _check_json(doc: Any, field: str) -> None:
+    try:
+        text = json.dumps(doc, allow_nan=False)
+    except ValueError:
+        raise InvalidArgument.field(field, "numbers must be finite (no NaN or Infinity)") from None
+    if "\\u0000" in text:
+        raise InvalidArgument.field(field, "must not contain NUL characters")
+
+
+def struct_to_dict(struct: struct_pb2.Struct, field: str) -> JSON:
+    """A Struct as a plain dict (numbers stay floats, as Struct carries them)."""
+    if not struct.fields:
+        return {}
+    doc = json_format.MessageToDict(struct)
+    _check_json(doc, field)
+    return doc
+
+
+def text(value: str, field: str) -> str:
+    if "\x00" in value:
+        raise InvalidArgument.field(field, "must not contain NUL characters")
+    return value
+
+
+def timestamp_to_us(ts: timestamp_pb2.Timestamp, field: str) -> int:
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidArgument.field(
+            field, "must be a valid timestamp between 0001-01-01 and 9999-12-31"
+        )
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def _opt(msg: Any, name: str) -> int | None:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def spec_from_create(req: runs_pb2.CreateRunRequest) -> RunSpec:
+    c = req.constraints
+    return RunSpec(
+        image=text(req.image, "image"),
+        priority=req.priority if req.HasField("priority") else DEFAULT_PRIORITY,
+        inputs=struct_to_dict(req.inputs, "inputs"),
+        constraints=Constraints(
+            cpu=_opt(c, "cpu"),
+            ram_mb=_opt(c, "ram_mb"),
+            vram_mb=_opt(c, "vram_mb"),
+            gpu_id=_opt(c, "gpu_id"),
+        ),
+        retry_policy=RetryPolicy(max_attempts=req.retry_policy.max_attempts or 1),
+        event_delivery=EventDelivery(
+            topic=text(req.event_delivery.topic, "event_delivery.topic"),
+            attributes=struct_to_dict(req.event_delivery.attributes, "event_delivery.attributes"),
+        ),
+        request_id=text(req.request_id, "request_id"),
+    )
+
+
+# -- outbound --------------------------------------------------------------------------------
+
+
+def _ts(t: datetime) -> timestamp_pb2.Timestamp:
+    us = to_us(t)
+    return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def now_pb(t: datetime) -> timestamp_pb2.Timestamp:
+    return _ts(t)
+
+
+def _struct(doc: JSON) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if doc:
+        s.update(doc)
+    return s
+
+
+def _summary(s: ExecutionSummary) -> runs_pb2.ExecutionSummary:
+    out = runs_pb2.ExecutionSummary(
+        duration_ms=s.duration_ms, worker_id=s.worker_id, error_message=s.error_message
+    )
+    if s.gpu_id is not None:
+        out.gpu_id = s.gpu_id
+    return out
+
+
+def _constraints(c: Constraints) -> runs_pb2.Constraints:
+    out = runs_pb2.Constraints()
+    for name in ("cpu", "ram_mb", "vram_mb", "gpu_id"):
+        value = getattr(c, name)
+        if value is not None:
+            setattr(out, name, value)
+    return out
+
+
+def event_to_pb(e: Event) -> runs_pb2.Event:
+    out = runs_pb2.Event(
+        seq=e.seq,
+        attempt=e.attempt,
+        type=_TYPE_TO_PB[e.type],
+        time=_ts(e.time),
+        msg=e.msg,
+        payload=_struct(e.payload),
+        state=_STATE_TO_PB[e.state],
+        run_id=e.run_id,
+    )
+    if e.progress is not None:
+        out.progress = e.progress
+    return out
+
+
+def run_to_pb(run: Run, run_events: Iterable[Event] = ()) -> runs_pb2.Run:
+    a = run.attempt
+    return runs_pb2.Run(
+        id=run.id,
+        state=_STATE_TO_PB[run.state],
+        priority=run.priority,
+        image=run.image,
+        inputs=_struct(run.inputs),
+        outputs=_struct(a.outputs),
+        constraints=_constraints(run.constraints),
+        retry_policy=runs_pb2.RetryPolicy(max_attempts=run.retry_policy.max_attempts),
+        event_delivery=runs_pb2.EventDelivery(
+            topic=run.event_delivery.topic, attributes=_struct(run.event_delivery.attributes)
+        ),
+        op_definition=run.op_definition,
+        progress=a.progress,
+        current_attempt=run.current_attempt,
+        execution_summary=_summary(a.summary),
+        created_at=_ts(run.created_at),
+        updated_at=_ts(run.updated_at),
+        events=[event_to_pb(e) for e in run_events],
+        request_id=run.request_id,
+        last_seq=run.last_seq,
+    )
+
+
+def attempt_to_pb(a: Attempt, run: Run) -> runs_pb2.Attempt:
+    out = runs_pb2.Attempt(
+        id=a.id,
+        run_id=a.run_id,
+        attempt=a.number,
+        state=_STATE_TO_PB[a.state],
+        progress=a.progress,
+        inputs=_struct(run.inputs),
+        outputs=_struct(a.outputs),
+        execution_summary=_summary(a.summary),
+        constraints=_constraints(run.constraints),
+        created_at=_ts(a.created_at),
+    )
+    if a.started_at is not None:
+        out.started_at.CopyFrom(_ts(a.started_at))
+    if a.finished_at is not None:
+        out.finished_at.CopyFrom(_ts(a.finished_at))
+    return out
+
+
+def from_pb_time(ts: timestamp_pb2.Timestamp) -> datetime:
+    return from_us(ts.seconds * 1_000_000 + ts.nanos // 1000)

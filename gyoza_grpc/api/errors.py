@@ -1,0 +1,103 @@
+"""Domain errors -> gRPC statuses with rich details, in one place.
+
+Every GyozaError becomes its own status code with a google.rpc.ErrorInfo (reason, metadata)
+and, for field violations, a google.rpc.BadRequest. Anything else escaping a handler is a
+server bug: it is logged and answered INTERNAL, never UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from gyoza_grpc.domain.errors import GyozaError
+
+log = logging.getLogger("gyoza_grpc.api")
+
+DOMAIN = "gyoza.v1"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def to_status(err: GyozaError) -> grpc.Status:
+    """The grpc.Status (code, message, google.rpc.Status details) for a domain error."""
+    details: list[any_pb2.Any] = []
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata)
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    details.append(packed)
+    if err.violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in err.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        details.append(packed)
+    status = status_pb2.Status(
+        code=code_pb2.Code.Value(err.code), message=err.message, details=details
+    )
+    return rpc_status.to_status(status)
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], err: GyozaError) -> None:
+    await context.abort_with_status(to_status(err))
+
+
+async def _internal(context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+    log.exception("unexpected error in %s", method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+
+
+Unary = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+Streaming = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Resp]]
+
+
+def unary(fn: Unary[Req, Resp]) -> Unary[Req, Resp]:
+    """Wrap a unary handler: GyozaError -> its status; any other exception -> INTERNAL."""
+
+    @functools.wraps(fn)
+    async def handler(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except GyozaError as err:
+            await abort(context, err)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            await _internal(context, fn.__name__)
+        raise AssertionError("unreachable: abort raises")
+
+    return handler
+
+
+def streaming(fn: Streaming[Req, Resp]) -> Streaming[Req, Resp]:
+    """Wrap a server-streaming handler the same way; cancellation passes through untouched."""
+
+    @functools.wraps(fn)
+    async def handler(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Resp]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except GyozaError as err:
+            await abort(context, err)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            await _internal(context, fn.__name__)
+
+    return handler

@@ -1,0 +1,229 @@
+"""RunService: each handler reads its request, calls the domain through the store, and
+answers with the run. Validation of request shape lives here; every rule about runs lives in
+the domain."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+
+from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza_grpc.api import convert
+from gyoza_grpc.api.errors import streaming, unary
+from gyoza_grpc.domain import state_machine
+from gyoza_grpc.domain.clock import Clock, utc_now
+from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.model import JSON, RunState
+from gyoza_grpc.domain.runs import new_run, spec_fingerprint
+from gyoza_grpc.store.run_store import RunQuery, RunStore
+from gyoza_grpc.streams.watch import EventWatcher, Heartbeat
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+DEFAULT_LIST_LIMIT = 10
+MAX_LIST_LIMIT = 100
+MAX_EVENTS_LIMIT = 1000
+UPDATE_PATHS = ("state", "outputs", "priority")
+
+
+def _run_id(value: str, field: str = "id") -> str:
+    if not value:
+        raise InvalidArgument.field(field, "must not be empty")
+    return convert.text(value, field)
+
+
+def _full_view(view: int) -> bool:
+    if view not in runs_pb2.RunView.values():
+        raise InvalidArgument.field("view", f"unknown RunView {view}")
+    return view == runs_pb2.RUN_VIEW_FULL
+
+
+def _list_query(req: runs_pb2.ListRunsRequest) -> RunQuery:
+    violations: list[FieldViolation] = []
+    limit = req.limit or DEFAULT_LIST_LIMIT
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        violations.append(
+            FieldViolation("limit", f"must be between 1 and {MAX_LIST_LIMIT} (0 means 10)")
+        )
+    if req.starting_after and req.ending_before:
+        violations.append(FieldViolation("ending_before", "cannot be combined with starting_after"))
+    if violations:
+        raise InvalidArgument.for_fields(violations)
+    times = {
+        name: convert.timestamp_to_us(getattr(req, name), name) if req.HasField(name) else None
+        for name in ("created_gte", "created_lte", "created_gt", "created_lt")
+    }
+    return RunQuery(
+        limit=limit,
+        starting_after=convert.text(req.starting_after, "starting_after"),
+        ending_before=convert.text(req.ending_before, "ending_before"),
+        state=convert.state_from_pb(req.state, "state") if req.state else None,
+        op_definition=convert.text(req.op_definition, "op_definition"),
+        image=convert.text(req.image, "image"),
+        topic=convert.text(req.topic, "topic"),
+        with_events=_full_view(req.view),
+        **times,
+    )
+
+
+def _update_fields(
+    req: runs_pb2.UpdateRunRequest,
+) -> tuple[RunState | None, JSON | None, int | None]:
+    """What an UpdateRun asks to change: the masked paths, or every field that is set."""
+    if req.HasField("update_mask"):
+        paths = list(req.update_mask.paths)
+        unknown = [p for p in paths if p not in UPDATE_PATHS]
+        if unknown:
+            raise InvalidArgument.field(
+                "update_mask",
+                f"unknown path(s) {', '.join(unknown)}; allowed: {', '.join(UPDATE_PATHS)}",
+            )
+    else:
+        paths = [p for p in ("state", "priority") if req.HasField(p)]
+        if req.HasField("outputs"):
+            paths.append("outputs")
+    if not paths:
+        raise InvalidArgument.field(
+            "update_mask", "nothing to update: set state, outputs or priority"
+        )
+    state = convert.state_from_pb(req.state, "state") if "state" in paths else None
+    outputs = convert.struct_to_dict(req.outputs, "outputs") if "outputs" in paths else None
+    priority = req.priority if "priority" in paths else None
+    return state, outputs, priority
+
+
+class RunServicer(runs_pb2_grpc.RunServiceServicer):
+    def __init__(self, store: RunStore, watcher: EventWatcher, *, clock: Clock = utc_now) -> None:
+        self._store = store
+        self._watcher = watcher
+        self._clock = clock
+
+    @unary
+    async def CreateRun(
+        self, request: runs_pb2.CreateRunRequest, context: Context
+    ) -> runs_pb2.CreateRunResponse:
+        spec = convert.spec_from_create(request)
+        run = new_run(spec, self._clock())
+        fingerprint = spec_fingerprint(spec) if spec.request_id else None
+        run, _created = await self._store.create_run(run, fingerprint)
+        return runs_pb2.CreateRunResponse(run=convert.run_to_pb(run))
+
+    @unary
+    async def GetRun(
+        self, request: runs_pb2.GetRunRequest, context: Context
+    ) -> runs_pb2.GetRunResponse:
+        run_id = _run_id(request.id)
+        run, run_events = await self._store.get_run(run_id, with_events=_full_view(request.view))
+        return runs_pb2.GetRunResponse(run=convert.run_to_pb(run, run_events))
+
+    @unary
+    async def ListRuns(
+        self, request: runs_pb2.ListRunsRequest, context: Context
+    ) -> runs_pb2.ListRunsResponse:
+        page = await self._store.list_runs(_list_query(request))
+        return runs_pb2.ListRunsResponse(
+            data=[convert.run_to_pb(r, page.events.get(r.id, ())) for r in page.runs],
+            has_more=page.has_more,
+        )
+
+    @unary
+    async def UpdateRun(
+        self, request: runs_pb2.UpdateRunRequest, context: Context
+    ) -> runs_pb2.UpdateRunResponse:
+        run_id = _run_id(request.id)
+        state, outputs, priority = _update_fields(request)
+        t = await self._store.change_run(
+            run_id,
+            lambda run, now: state_machine.update(
+                run, now, state=state, outputs=outputs, priority=priority
+            ),
+        )
+        return runs_pb2.UpdateRunResponse(run=convert.run_to_pb(t.run))
+
+    @unary
+    async def CancelRun(
+        self, request: runs_pb2.CancelRunRequest, context: Context
+    ) -> runs_pb2.CancelRunResponse:
+        run_id = _run_id(request.id)
+        reason = convert.text(request.reason, "reason")
+        t = await self._store.change_run(
+            run_id, lambda run, now: state_machine.cancel(run, reason, now)
+        )
+        return runs_pb2.CancelRunResponse(run=convert.run_to_pb(t.run))
+
+    @unary
+    async def RetryRun(
+        self, request: runs_pb2.RetryRunRequest, context: Context
+    ) -> runs_pb2.RetryRunResponse:
+        run_id = _run_id(request.id)
+        t = await self._store.change_run(run_id, state_machine.retry)
+        return runs_pb2.RetryRunResponse(run=convert.run_to_pb(t.run))
+
+    @unary
+    async def AddEvent(
+        self, request: runs_pb2.AddEventRequest, context: Context
+    ) -> runs_pb2.AddEventResponse:
+        run_id = _run_id(request.run_id, "run_id")
+        event = state_machine.EventInput(
+            type=convert.event_type_from_pb(request.type),
+            msg=convert.text(request.msg, "msg"),
+            progress=request.progress if request.HasField("progress") else None,
+            payload=convert.struct_to_dict(request.payload, "payload"),
+            attempt=request.attempt if request.HasField("attempt") else None,
+        )
+        t = await self._store.change_run(
+            run_id, lambda run, now: state_machine.append_event(run, event, now)
+        )
+        return runs_pb2.AddEventResponse(
+            run=convert.run_to_pb(t.run), event=convert.event_to_pb(t.events[0])
+        )
+
+    @unary
+    async def ListEvents(
+        self, request: runs_pb2.ListEventsRequest, context: Context
+    ) -> runs_pb2.ListEventsResponse:
+        run_id = _run_id(request.run_id, "run_id")
+        violations: list[FieldViolation] = []
+        if request.attempt < 0:
+            violations.append(FieldViolation("attempt", "must be >= 0 (0 means all)"))
+        limit = request.limit or MAX_EVENTS_LIMIT
+        if not 1 <= limit <= MAX_EVENTS_LIMIT:
+            violations.append(
+                FieldViolation("limit", f"must be between 1 and {MAX_EVENTS_LIMIT} (0 means all)")
+            )
+        if violations:
+            raise InvalidArgument.for_fields(violations)
+        found, has_more = await self._store.list_events(
+            run_id,
+            after=request.after if request.HasField("after") else None,
+            attempt=request.attempt,
+            limit=limit,
+        )
+        return runs_pb2.ListEventsResponse(
+            events=[convert.event_to_pb(e) for e in found], has_more=has_more
+        )
+
+    @unary
+    async def ListAttempts(
+        self, request: runs_pb2.ListAttemptsRequest, context: Context
+    ) -> runs_pb2.ListAttemptsResponse:
+        run_id = _run_id(request.run_id, "run_id")
+        run, found = await self._store.list_attempts(run_id)
+        return runs_pb2.ListAttemptsResponse(
+            attempts=[convert.attempt_to_pb(a, run) for a in found]
+        )
+
+    @streaming
+    async def WatchEvents(self, request: runs_pb2.WatchEventsRequest, context: Context) -> Any:
+        run_id = _run_id(request.run_id, "run_id")
+        after = request.after if request.HasField("after") else None
+        async for item in self._watcher.watch(run_id, after):
+            if isinstance(item, Heartbeat):
+                yield runs_pb2.WatchEventsResponse(
+                    heartbeat=runs_pb2.Heartbeat(
+                        last_seq=item.last_seq, server_time=convert.now_pb(item.server_time)
+                    )
+                )
+            else:
+                yield runs_pb2.WatchEventsResponse(event=convert.event_to_pb(item))

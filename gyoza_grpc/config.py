@@ -1,0 +1,31 @@
+"""Server settings from flags and environment, validated once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
+from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    database_url: str = DEFAULT_DATABASE_URL
+    # Quiet interval after which an idle watch stream gets a heartbeat.
+    watch_heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    # How long unary calls may finish after SIGTERM before they are cut off.
+    shutdown_grace_s: float = 5.0
+    db_pool_size: int = 10
+    migrate: bool = False
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+
+def env_default(name: str, default: str) -> str:
+    return os.environ.get(name, default)

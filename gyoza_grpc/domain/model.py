@@ -1,0 +1,143 @@
+"""Runs, attempts and events as frozen values.
+
+A run shows its current attempt (`Run.attempt`): its state, progress, outputs and summary.
+Values evolve by copying (`dataclasses.replace`), so a transition can be computed, checked
+and written without ever exposing a half-changed run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class RunState(StrEnum):
+    PENDING = "PENDING"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED})
+
+
+class EventType(StrEnum):
+    ASSIGNED = "ASSIGNED"
+    STARTED = "STARTED"
+    INFO = "INFO"
+    PROGRESS = "PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    ERROR = "ERROR"
+    RETRIED = "RETRIED"
+
+
+DEFAULT_PRIORITY = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    """Resources a run needs; None means no requirement."""
+
+    cpu: int | None = None
+    ram_mb: int | None = None
+    vram_mb: int | None = None
+    gpu_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """max_attempts counts every attempt, the first included."""
+
+    max_attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EventDelivery:
+    topic: str = ""
+    attributes: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSummary:
+    duration_ms: int = 0
+    worker_id: str = ""
+    error_message: str = ""
+    gpu_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    run_id: str
+    number: int
+    id: str
+    state: RunState
+    created_at: datetime
+    progress: int = 0
+    outputs: JSON = field(default_factory=dict)
+    summary: ExecutionSummary = ExecutionSummary()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: str
+    seq: int
+    attempt: int
+    type: EventType
+    time: datetime
+    state: RunState
+    msg: str = ""
+    progress: int | None = None
+    payload: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What a client asks for when it creates a run (validated by `runs.validate_spec`)."""
+
+    image: str
+    priority: int = DEFAULT_PRIORITY
+    inputs: JSON = field(default_factory=dict)
+    constraints: Constraints = Constraints()
+    retry_policy: RetryPolicy = RetryPolicy()
+    event_delivery: EventDelivery = EventDelivery()
+    op_definition: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    state: RunState
+    priority: int
+    image: str
+    inputs: JSON
+    constraints: Constraints
+    retry_policy: RetryPolicy
+    event_delivery: EventDelivery
+    op_definition: str
+    request_id: str
+    current_attempt: int
+    # seq of the latest event; -1 before the first. The next event gets last_seq + 1.
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+    # The current attempt (number == current_attempt).
+    attempt: Attempt
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal

@@ -1,0 +1,403 @@
+"""The run state machine: (run, command, now) -> Transition. Pure: no I/O, no clock.
+
+Every state change of a run goes through here, whatever RPC asked for it, so the rules live
+in one place: which transitions are legal, what each event type does to the run and its
+current attempt, when a failure is retried, and how stale workers are fenced off.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from gyoza_grpc.domain.errors import FailedPrecondition, InvalidArgument
+from gyoza_grpc.domain.model import (
+    JSON,
+    Attempt,
+    Event,
+    EventType,
+    ExecutionSummary,
+    Run,
+    RunState,
+)
+
+# Legal state changes. A terminal run is locked: only a retry (back to PENDING with a new
+# attempt) leaves it.
+TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
+    RunState.PENDING: frozenset({RunState.ASSIGNED, RunState.RUNNING, RunState.CANCELLED}),
+    RunState.ASSIGNED: frozenset(
+        {RunState.PENDING, RunState.RUNNING, RunState.FAILED, RunState.CANCELLED}
+    ),
+    RunState.RUNNING: frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED}),
+    RunState.COMPLETED: frozenset({RunState.PENDING}),
+    RunState.FAILED: frozenset({RunState.PENDING}),
+    RunState.CANCELLED: frozenset({RunState.PENDING}),
+}
+
+# The state each state-changing event type moves a run to (RETRIED: a new attempt).
+EVENT_TARGET: Mapping[EventType, RunState] = {
+    EventType.ASSIGNED: RunState.ASSIGNED,
+    EventType.STARTED: RunState.RUNNING,
+    EventType.COMPLETED: RunState.COMPLETED,
+    EventType.FAILED: RunState.FAILED,
+    EventType.CANCELLED: RunState.CANCELLED,
+    EventType.RETRIED: RunState.PENDING,
+}
+
+CANCEL_MSG = "Cancelled by user"
+MANUAL_RETRY_MSG = "Manual retry"
+_INT_MSG = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    """An event a caller asks to append (AddEvent, and the RPCs built on it)."""
+
+    type: EventType
+    msg: str = ""
+    progress: int | None = None
+    payload: JSON = field(default_factory=dict)
+    # The attempt the caller works on; a superseded one is refused.
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The run after a command, the events it appended (in seq order), and the attempt
+    a retry closed (None when the current attempt carried on)."""
+
+    run: Run
+    events: tuple[Event, ...]
+    closed_attempt: Attempt | None = None
+
+    @property
+    def started_new_attempt(self) -> bool:
+        return self.closed_attempt is not None
+
+
+class _Builder:
+    """Accumulates the events and attempt changes of one transition."""
+
+    def __init__(self, run: Run, now: datetime) -> None:
+        self.run = run
+        self.now = now
+        self.events: list[Event] = []
+        self.closed: Attempt | None = None
+
+    def emit(
+        self,
+        type_: EventType,
+        msg: str,
+        payload: JSON,
+        progress: int | None = None,
+    ) -> Event:
+        run = self.run
+        event = Event(
+            run_id=run.id,
+            seq=run.last_seq + 1,
+            attempt=run.current_attempt,
+            type=type_,
+            time=self.now,
+            state=run.state,
+            msg=msg,
+            progress=progress,
+            payload=payload,
+        )
+        self.run = replace(run, last_seq=event.seq, updated_at=self.now)
+        self.events.append(event)
+        return event
+
+    def move(self, state: RunState, **attempt_changes: Any) -> None:
+        run = self.run
+        attempt = replace(run.attempt, state=state, **attempt_changes)
+        self.run = replace(run, state=state, attempt=attempt, updated_at=self.now)
+
+    def start_new_attempt(self) -> None:
+        run = self.run
+        self.closed = run.attempt
+        number = run.current_attempt + 1
+        attempt = Attempt(
+            run_id=run.id,
+            number=number,
+            id=str(uuid.uuid4()),
+            state=RunState.PENDING,
+            created_at=self.now,
+        )
+        self.run = replace(
+            run,
+            state=RunState.PENDING,
+            current_attempt=number,
+            attempt=attempt,
+            updated_at=self.now,
+        )
+
+    def finish(self) -> Transition:
+        return Transition(run=self.run, events=tuple(self.events), closed_attempt=self.closed)
+
+
+def check_transition(run: Run, target: RunState) -> None:
+    """Raise FailedPrecondition unless `run` may move to `target`."""
+    if target in TRANSITIONS[run.state]:
+        return
+    if run.is_terminal:
+        raise FailedPrecondition(
+            f"run is in terminal state {run.state} and cannot move to {target}; "
+            "only a retry (to PENDING) leaves a terminal state",
+            reason="RUN_LOCKED",
+            metadata={"state": run.state, "target_state": target},
+        )
+    raise FailedPrecondition(
+        f"illegal transition from {run.state} to {target}",
+        reason="ILLEGAL_TRANSITION",
+        metadata={"state": run.state, "target_state": target},
+    )
+
+
+def _duration_ms(attempt: Attempt, now: datetime) -> int:
+    if attempt.started_at is None:
+        return 0
+    return max(0, int((now - attempt.started_at).total_seconds() * 1000))
+
+
+def _payload_str(payload: JSON, key: str) -> str | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument.field(f"payload.{key}", "must be a string")
+    return value
+
+
+def _payload_gpu_id(payload: JSON) -> int | None:
+    value = payload.get("gpu_id")
+    if value is None:
+        return None
+    # Struct carries every number as a double: 1.0 is GPU 1, 1.5 is no GPU at all.
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise InvalidArgument.field("payload.gpu_id", "must be a whole number")
+    if not 0 <= value <= 2**31 - 1:
+        raise InvalidArgument.field("payload.gpu_id", "must be between 0 and 2147483647")
+    return int(value)
+
+
+def _progress_of(event: EventInput) -> int:
+    if event.progress is not None:
+        value, field_name = event.progress, "progress"
+    elif _INT_MSG.match(event.msg):
+        value, field_name = int(event.msg), "msg"
+    else:
+        raise InvalidArgument.field(
+            "progress", "a PROGRESS event needs progress (0-100) or an integer msg"
+        )
+    if not 0 <= value <= 100:
+        raise InvalidArgument.field(field_name, f"progress must be between 0 and 100, got {value}")
+    return value
+
+
+def _fence(run: Run, attempt: int | None) -> None:
+    if attempt is None or attempt == run.current_attempt:
+        return
+    if attempt <= 0:
+        raise InvalidArgument.field("attempt", f"must be 1 or more, got {attempt}")
+    raise FailedPrecondition(
+        f"attempt {attempt} is not the current attempt {run.current_attempt} of run '{run.id}'",
+        reason="STALE_ATTEMPT",
+        metadata={"attempt": str(attempt), "current_attempt": str(run.current_attempt)},
+    )
+
+
+def _locked(run: Run, what: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"run is already in terminal state {run.state}; {what} is not allowed",
+        reason="RUN_LOCKED",
+        metadata={"state": run.state},
+    )
+
+
+def append_event(run: Run, event: EventInput, now: datetime) -> Transition:
+    """Apply one event to `run`: the AddEvent rules of the original router."""
+    _fence(run, event.attempt)
+    if event.progress is not None and event.type is not EventType.PROGRESS:
+        raise InvalidArgument.field("progress", "is only allowed on PROGRESS events")
+    if event.type is EventType.RETRIED:
+        if not run.is_terminal:
+            raise FailedPrecondition(
+                f"only a terminal run can be retried; run is {run.state}",
+                reason="RUN_NOT_TERMINAL",
+                metadata={"state": run.state},
+            )
+        return _retry(run, event.msg or MANUAL_RETRY_MSG, event.payload or {"force": True}, now)
+    if run.is_terminal:
+        raise _locked(run, f"a {event.type} event")
+
+    b = _Builder(run, now)
+    payload = event.payload
+    match event.type:
+        case EventType.INFO | EventType.ERROR:
+            b.emit(event.type, event.msg, payload)
+        case EventType.PROGRESS:
+            progress = _progress_of(event)
+            b.move(run.state, progress=progress)
+            b.emit(event.type, event.msg, payload, progress=progress)
+        case EventType.ASSIGNED | EventType.STARTED:
+            target = EVENT_TARGET[event.type]
+            check_transition(run, target)
+            worker_id = _payload_str(payload, "worker_id")
+            gpu_id = _payload_gpu_id(payload)
+            summary = run.attempt.summary
+            summary = replace(
+                summary,
+                worker_id=summary.worker_id if worker_id is None else worker_id,
+                gpu_id=summary.gpu_id if gpu_id is None else gpu_id,
+            )
+            if target is RunState.RUNNING:
+                b.move(target, summary=summary, started_at=now)
+            else:
+                b.move(target, summary=summary)
+            b.emit(event.type, event.msg, payload)
+        case EventType.COMPLETED:
+            check_transition(run, RunState.COMPLETED)
+            outputs = payload.get("outputs", {})
+            if not isinstance(outputs, dict):
+                raise InvalidArgument.field("payload.outputs", "must be an object")
+            summary = replace(run.attempt.summary, duration_ms=_duration_ms(run.attempt, now))
+            b.move(
+                RunState.COMPLETED,
+                outputs=outputs,
+                progress=100,
+                summary=summary,
+                finished_at=now,
+            )
+            b.emit(event.type, event.msg, payload)
+        case EventType.FAILED:
+            check_transition(run, RunState.FAILED)
+            error = _payload_str(payload, "error_message")
+            summary = replace(
+                run.attempt.summary,
+                error_message=event.msg if error is None else error,
+                duration_ms=_duration_ms(run.attempt, now),
+            )
+            b.move(RunState.FAILED, summary=summary, finished_at=now)
+            b.emit(event.type, event.msg, payload)
+            if run.current_attempt < run.retry_policy.max_attempts:
+                _append_retry(
+                    b,
+                    f"Automatic retry: attempt {run.current_attempt} of "
+                    f"{run.retry_policy.max_attempts} failed",
+                    {"force": False, "failed_attempt": run.current_attempt},
+                )
+        case EventType.CANCELLED:
+            _append_cancel(b, event.msg or CANCEL_MSG, payload)
+    return b.finish()
+
+
+def _append_cancel(b: _Builder, msg: str, payload: JSON) -> None:
+    attempt = b.run.attempt
+    summary = replace(attempt.summary, duration_ms=_duration_ms(attempt, b.now))
+    b.move(RunState.CANCELLED, summary=summary, finished_at=b.now)
+    b.emit(EventType.CANCELLED, msg, payload)
+
+
+def _append_retry(b: _Builder, msg: str, payload: JSON) -> None:
+    b.start_new_attempt()
+    b.emit(EventType.RETRIED, msg, payload)
+
+
+def _retry(run: Run, msg: str, payload: JSON, now: datetime) -> Transition:
+    b = _Builder(run, now)
+    _append_retry(b, msg, payload)
+    return b.finish()
+
+
+def cancel(run: Run, reason: str, now: datetime) -> Transition:
+    """CancelRun: a non-terminal run becomes CANCELLED with a CANCELLED event."""
+    if run.is_terminal:
+        raise FailedPrecondition(
+            f"run is already in terminal state {run.state}",
+            reason="RUN_LOCKED",
+            metadata={"state": run.state},
+        )
+    b = _Builder(run, now)
+    _append_cancel(b, reason or CANCEL_MSG, {})
+    return b.finish()
+
+
+def retry(run: Run, now: datetime) -> Transition:
+    """RetryRun: a forced retry of a terminal run (it ignores max_attempts)."""
+    if not run.is_terminal:
+        raise FailedPrecondition(
+            f"only a COMPLETED, FAILED or CANCELLED run can be retried; run is {run.state}",
+            reason="RUN_NOT_TERMINAL",
+            metadata={"state": run.state},
+        )
+    return _retry(run, MANUAL_RETRY_MSG, {"force": True}, now)
+
+
+UPDATE_MSG = "Set by UpdateRun"
+
+
+def set_state(run: Run, target: RunState, now: datetime) -> Transition:
+    """UpdateRun's state change: a legal transition, recorded on the timeline like any other.
+
+    Each target maps to the event that normally leads there (RUNNING: STARTED, COMPLETED:
+    COMPLETED, ...); FAILED set this way is final (no automatic retry: an operator decided);
+    ASSIGNED -> PENDING (unassign) is an INFO event; a terminal run -> PENDING is a retry.
+    """
+    check_transition(run, target)
+    if run.is_terminal:
+        return _retry(run, UPDATE_MSG, {"force": True}, now)
+    b = _Builder(run, now)
+    match target:
+        case RunState.PENDING:
+            b.move(RunState.PENDING, summary=ExecutionSummary())
+            b.emit(EventType.INFO, "Unassigned by UpdateRun", {})
+        case RunState.ASSIGNED:
+            b.move(RunState.ASSIGNED)
+            b.emit(EventType.ASSIGNED, UPDATE_MSG, {})
+        case RunState.RUNNING:
+            b.move(RunState.RUNNING, started_at=now)
+            b.emit(EventType.STARTED, UPDATE_MSG, {})
+        case RunState.COMPLETED:
+            summary = replace(run.attempt.summary, duration_ms=_duration_ms(run.attempt, now))
+            b.move(RunState.COMPLETED, progress=100, summary=summary, finished_at=now)
+            b.emit(EventType.COMPLETED, UPDATE_MSG, {})
+        case RunState.FAILED:
+            summary = replace(run.attempt.summary, duration_ms=_duration_ms(run.attempt, now))
+            b.move(RunState.FAILED, summary=summary, finished_at=now)
+            b.emit(EventType.FAILED, UPDATE_MSG, {})
+        case RunState.CANCELLED:
+            _append_cancel(b, UPDATE_MSG, {})
+    return b.finish()
+
+
+def set_fields(
+    run: Run, now: datetime, *, outputs: JSON | None = None, priority: int | None = None
+) -> Run:
+    """UpdateRun's direct edits: outputs (replaced) and priority. Allowed in every state,
+    terminal included: they correct the record and do not touch the timeline."""
+    if outputs is not None:
+        run = replace(run, attempt=replace(run.attempt, outputs=outputs))
+    if priority is not None:
+        run = replace(run, priority=priority)
+    return replace(run, updated_at=now)
+
+
+def update(
+    run: Run,
+    now: datetime,
+    *,
+    state: RunState | None = None,
+    outputs: JSON | None = None,
+    priority: int | None = None,
+) -> Transition:
+    """UpdateRun: the state change first (a legal transition, with its event), then the
+    direct edits, which apply to the attempt that is current afterwards."""
+    transition = Transition(run=run, events=()) if state is None else set_state(run, state, now)
+    if outputs is None and priority is None:
+        return transition
+    edited = set_fields(transition.run, now, outputs=outputs, priority=priority)
+    return replace(transition, run=edited)

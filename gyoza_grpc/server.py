@@ -1,0 +1,131 @@
+"""Builds the grpc.aio server: services, health, reflection, and an orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza_grpc.api.runs import RunServicer
+from gyoza_grpc.config import ServerConfig
+from gyoza_grpc.domain.clock import Clock, utc_now
+from gyoza_grpc.store.engine import Engines, make_engines
+from gyoza_grpc.store.run_store import RunStore
+from gyoza_grpc.store.schema import ensure_schema
+from gyoza_grpc.streams.fanout import FanOut
+from gyoza_grpc.streams.watch import EventWatcher
+
+log = logging.getLogger("gyoza_grpc.server")
+
+SERVICE_NAMES = (runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,)
+
+# Keepalive for long-lived watch streams: the server pings idle connections every 60 s and
+# lets clients ping as often as every 10 s (faster pings get GOAWAY "too_many_pings").
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+@dataclass
+class GyozaServer:
+    """A running server and what it owns; `stop()` takes it down in order."""
+
+    server: grpc.aio.Server
+    port: int
+    engines: Engines
+    store: RunStore
+    fanout: FanOut
+    health: health.aio.HealthServicer
+    config: ServerConfig
+    _stopped: bool = field(default=False, init=False)
+
+    @property
+    def target(self) -> str:
+        host = self.config.host
+        return f"{host}:{self.port}"
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING first, then end the watch streams, then drain unary calls, then the DB."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        self.fanout.close()
+        await self.server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s)
+        await self.engines.dispose()
+
+
+async def start_server(
+    config: ServerConfig, *, clock: Clock = utc_now, extra_options: Sequence[tuple[str, int]] = ()
+) -> GyozaServer:
+    engines = make_engines(config.database_url, pool_size=config.db_pool_size)
+    try:
+        await ensure_schema(engines, migrate_if_behind=config.migrate)
+    except BaseException:
+        await engines.dispose()
+        raise
+    fanout = FanOut()
+    store = RunStore(engines, clock=clock, on_events=fanout.publish)
+    watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
+
+    server = grpc.aio.server(options=[*SERVER_OPTIONS, *extra_options])
+    runs_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(store, watcher, clock=clock), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(config.address)
+    if port == 0:
+        await engines.dispose()
+        raise OSError(f"cannot listen on {config.address}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return GyozaServer(
+        server=server,
+        port=port,
+        engines=engines,
+        store=store,
+        fanout=fanout,
+        health=health_servicer,
+        config=config,
+    )
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    gs = await start_server(config)
+    log.info(
+        "gyoza-grpc serving on %s:%d (database %s)",
+        config.host,
+        gs.port,
+        _redacted(config.database_url),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await gs.stop()
+    log.info("stopped")
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,1 @@
+"""The store: tables, queries and transactions. The only place with SQL."""

@@ -1,0 +1,296 @@
+"""RunStore: the operations the services need, each one transaction.
+
+A state change locks the run row (SELECT ... FOR UPDATE on PostgreSQL; BEGIN IMMEDIATE and a
+process-wide writer lock on SQLite), hands the run to a pure domain function, writes what it
+returns (the run, its attempts, its events with seqs taken from the run row), commits, and only
+then tells the fan-out. The store never decides a transition itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gyoza_grpc.domain.clock import Clock, utc_now
+from gyoza_grpc.domain.errors import AlreadyExists, InvalidArgument, run_not_found
+from gyoza_grpc.domain.model import Attempt, Event, Run, RunState
+from gyoza_grpc.domain.state_machine import Transition
+from gyoza_grpc.store import rows
+from gyoza_grpc.store.engine import Engines
+from gyoza_grpc.store.tables import attempts, events, runs
+
+RunChange = Callable[[Run, datetime], Transition]
+EventsCommitted = Callable[[Run, Sequence[Event]], None]
+
+# The current attempt's columns, prefixed so they do not clash with the run's.
+_ATTEMPT_COLUMNS = [c.label(f"a_{c.name}") for c in attempts.c]
+_RUN_WITH_ATTEMPT = sa.select(runs, *_ATTEMPT_COLUMNS).join(
+    attempts,
+    sa.and_(attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt),
+)
+
+
+def _split(row: sa.Row[Any]) -> Run:
+    m = row._mapping
+    attempt_row = {c.name: m[f"a_{c.name}"] for c in attempts.c}
+    return rows.run_from_rows(m, attempt_row)
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """A ListRuns request, validated; times in microseconds since the epoch."""
+
+    limit: int = 10
+    starting_after: str = ""
+    ending_before: str = ""
+    state: RunState | None = None
+    op_definition: str = ""
+    image: str = ""
+    topic: str = ""
+    created_gte: int | None = None
+    created_lte: int | None = None
+    created_gt: int | None = None
+    created_lt: int | None = None
+    with_events: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    runs: list[Run]
+    has_more: bool
+    # run id -> the current attempt's events, when asked for.
+    events: dict[str, list[Event]]
+
+
+class RunStore:
+    def __init__(
+        self,
+        engines: Engines,
+        *,
+        clock: Clock = utc_now,
+        on_events: EventsCommitted | None = None,
+    ) -> None:
+        self._engines = engines
+        self._clock = clock
+        self._on_events = on_events
+        # SQLite has one writer at a time: queue writers here rather than in busy waits.
+        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if engines.is_sqlite else contextlib.nullcontext()
+        )
+
+    def set_event_listener(self, on_events: EventsCommitted | None) -> None:
+        self._on_events = on_events
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock, self._engines.write.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engines.read.begin() as conn:
+            yield conn
+
+    def _notify(self, run: Run, new_events: Sequence[Event]) -> None:
+        if new_events and self._on_events is not None:
+            self._on_events(run, new_events)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def _load_run(self, conn: AsyncConnection, run_id: str, *, lock: bool) -> Run:
+        stmt = _RUN_WITH_ATTEMPT.where(runs.c.id == run_id)
+        if lock:
+            stmt = stmt.with_for_update(of=runs)
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise run_not_found(run_id)
+        return _split(row)
+
+    async def _require_run(self, conn: AsyncConnection, run_id: str) -> None:
+        found = (await conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id))).first()
+        if found is None:
+            raise run_not_found(run_id)
+
+    async def _attempt_events(self, conn: AsyncConnection, run: Run) -> list[Event]:
+        stmt = (
+            sa.select(events)
+            .where(events.c.run_id == run.id, events.c.attempt == run.current_attempt)
+            .order_by(events.c.seq)
+        )
+        return [rows.event_from_row(r._mapping) for r in await conn.execute(stmt)]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create_run(self, run: Run, request_hash: str | None = None) -> tuple[Run, bool]:
+        """Insert `run` and its first attempt; with a request_id, a repeat of the same
+        request returns the stored run (created=False) and a different one ALREADY_EXISTS."""
+        for _ in range(3):
+            try:
+                async with self._write() as conn:
+                    if run.request_id:
+                        existing = await self._find_request(conn, run, request_hash)
+                        if existing is not None:
+                            return existing, False
+                    await conn.execute(runs.insert().values(rows.run_values(run, request_hash)))
+                    await conn.execute(attempts.insert().values(rows.attempt_values(run.attempt)))
+                return run, True
+            except IntegrityError:
+                # A concurrent create with the same request_id won the race: look again.
+                if not run.request_id:
+                    raise
+        raise AlreadyExists(f"request_id '{run.request_id}' is being used concurrently")
+
+    async def _find_request(
+        self, conn: AsyncConnection, run: Run, request_hash: str | None
+    ) -> Run | None:
+        stmt = sa.select(runs.c.id, runs.c.request_hash).where(runs.c.request_id == run.request_id)
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise AlreadyExists(
+                f"request_id '{run.request_id}' was already used by run '{row.id}' "
+                "with a different request body",
+                reason="REQUEST_ID_REUSED",
+                metadata={"request_id": run.request_id, "run_id": row.id},
+            )
+        return await self._load_run(conn, row.id, lock=False)
+
+    async def change_run(self, run_id: str, change: RunChange) -> Transition:
+        """Lock the run, apply a domain change to it, write the result: one transaction."""
+        async with self._write() as conn:
+            before = await self._load_run(conn, run_id, lock=True)
+            transition = change(before, self._clock())
+            await self._write_transition(conn, before, transition)
+        self._notify(transition.run, transition.events)
+        return transition
+
+    async def _write_transition(self, conn: AsyncConnection, before: Run, t: Transition) -> None:
+        after = t.run
+        if after != before:
+            await conn.execute(
+                runs.update().where(runs.c.id == after.id).values(rows.run_changes(after))
+            )
+        if t.closed_attempt is not None:
+            await self._update_attempt(conn, t.closed_attempt)
+            await conn.execute(attempts.insert().values(rows.attempt_values(after.attempt)))
+        elif after.attempt != before.attempt:
+            await self._update_attempt(conn, after.attempt)
+        if t.events:
+            await conn.execute(events.insert(), [rows.event_values(e) for e in t.events])
+
+    async def _update_attempt(self, conn: AsyncConnection, attempt: Attempt) -> None:
+        values = rows.attempt_values(attempt)
+        await conn.execute(
+            attempts.update()
+            .where(attempts.c.run_id == attempt.run_id, attempts.c.attempt == attempt.number)
+            .values(values)
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str, *, with_events: bool = False) -> tuple[Run, list[Event]]:
+        async with self._read() as conn:
+            run = await self._load_run(conn, run_id, lock=False)
+            run_events = await self._attempt_events(conn, run) if with_events else []
+        return run, run_events
+
+    async def list_runs(self, q: RunQuery) -> RunPage:
+        """Keyset paging, newest first: (created_at, id) descending, no OFFSET, no COUNT."""
+        conditions: list[sa.ColumnElement[bool]] = []
+        if q.state is not None:
+            conditions.append(runs.c.state == q.state.value)
+        if q.op_definition:
+            conditions.append(runs.c.op_definition == q.op_definition)
+        if q.image:
+            conditions.append(runs.c.image == q.image)
+        if q.topic:
+            conditions.append(runs.c.topic == q.topic)
+        if q.created_gte is not None:
+            conditions.append(runs.c.created_at >= q.created_gte)
+        if q.created_lte is not None:
+            conditions.append(runs.c.created_at <= q.created_lte)
+        if q.created_gt is not None:
+            conditions.append(runs.c.created_at > q.created_gt)
+        if q.created_lt is not None:
+            conditions.append(runs.c.created_at < q.created_lt)
+        backward = bool(q.ending_before)
+        async with self._read() as conn:
+            cursor_id = q.ending_before or q.starting_after
+            if cursor_id:
+                field = "ending_before" if backward else "starting_after"
+                found = (
+                    await conn.execute(sa.select(runs.c.created_at).where(runs.c.id == cursor_id))
+                ).first()
+                if found is None:
+                    raise InvalidArgument.field(field, f"unknown cursor: run '{cursor_id}'")
+                at = found.created_at
+                # The range seek (created_at <=/>= at) uses the index; the OR only sorts out ties.
+                if backward:
+                    conditions.append(runs.c.created_at >= at)
+                    conditions.append(sa.or_(runs.c.created_at > at, runs.c.id > cursor_id))
+                else:
+                    conditions.append(runs.c.created_at <= at)
+                    conditions.append(sa.or_(runs.c.created_at < at, runs.c.id < cursor_id))
+            order = (
+                (runs.c.created_at.asc(), runs.c.id.asc())
+                if backward
+                else (runs.c.created_at.desc(), runs.c.id.desc())
+            )
+            stmt = _RUN_WITH_ATTEMPT.where(*conditions).order_by(*order).limit(q.limit + 1)
+            found_rows = (await conn.execute(stmt)).all()
+            has_more = len(found_rows) > q.limit
+            page = [_split(r) for r in found_rows[: q.limit]]
+            if backward:
+                page.reverse()
+            page_events: dict[str, list[Event]] = {}
+            if q.with_events and page:
+                page_events = await self._events_of_current_attempts(conn, page)
+        return RunPage(runs=page, has_more=has_more, events=page_events)
+
+    async def _events_of_current_attempts(
+        self, conn: AsyncConnection, page: list[Run]
+    ) -> dict[str, list[Event]]:
+        current = {r.id: r.current_attempt for r in page}
+        stmt = (
+            sa.select(events)
+            .where(events.c.run_id.in_(list(current)))
+            .order_by(events.c.run_id, events.c.seq)
+        )
+        out: dict[str, list[Event]] = {r.id: [] for r in page}
+        for r in await conn.execute(stmt):
+            if r.attempt == current[r.run_id]:
+                out[r.run_id].append(rows.event_from_row(r._mapping))
+        return out
+
+    async def list_events(
+        self, run_id: str, *, after: int | None, attempt: int, limit: int
+    ) -> tuple[list[Event], bool]:
+        """Events in seq order with seq > after (all when None); has_more past `limit`."""
+        async with self._read() as conn:
+            await self._require_run(conn, run_id)
+            stmt = sa.select(events).where(events.c.run_id == run_id)
+            if after is not None:
+                stmt = stmt.where(events.c.seq > after)
+            if attempt:
+                stmt = stmt.where(events.c.attempt == attempt)
+            stmt = stmt.order_by(events.c.seq).limit(limit + 1)
+            found = (await conn.execute(stmt)).all()
+        return [rows.event_from_row(r._mapping) for r in found[:limit]], len(found) > limit
+
+    async def list_attempts(self, run_id: str) -> tuple[Run, list[Attempt]]:
+        async with self._read() as conn:
+            run = await self._load_run(conn, run_id, lock=False)
+            stmt = (
+                sa.select(attempts).where(attempts.c.run_id == run_id).order_by(attempts.c.attempt)
+            )
+            found = [rows.attempt_from_row(r._mapping) for r in await conn.execute(stmt)]
+        return run, found

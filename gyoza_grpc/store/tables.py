@@ -1,0 +1,82 @@
+"""The schema, shared by SQLite and PostgreSQL.
+
+Times are integer microseconds since the UNIX epoch (exact, comparable, dialect-neutral).
+JSON documents are stored as text the store serialises itself (one json.dumps per write).
+Every list filter has an index ending in (created_at, id), the keyset paging order.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("request_id", sa.String(256), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("image", sa.String(1024), nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),
+    sa.Column("cpu", sa.Integer, nullable=True),
+    sa.Column("ram_mb", sa.Integer, nullable=True),
+    sa.Column("vram_mb", sa.Integer, nullable=True),
+    sa.Column("gpu_id", sa.Integer, nullable=True),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    # NULL when the run publishes to no topic, so the topic index stays small.
+    sa.Column("topic", sa.String(256), nullable=True),
+    sa.Column("topic_attributes", sa.Text, nullable=False),
+    sa.Column("op_definition", sa.String(256), nullable=True),
+    sa.Column("current_attempt", sa.Integer, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_runs_created", "created_at", "id"),
+    sa.Index("ix_runs_state_created", "state", "created_at", "id"),
+    sa.Index("ix_runs_image_created", "image", "created_at", "id"),
+    sa.Index("ix_runs_op_definition_created", "op_definition", "created_at", "id"),
+    sa.Index("ix_runs_topic_created", "topic", "created_at", "id"),
+    sa.Index("uq_runs_request_id", "request_id", unique=True),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("progress", sa.Integer, nullable=False),
+    sa.Column("outputs", sa.Text, nullable=False),
+    sa.Column("duration_ms", sa.BigInteger, nullable=False),
+    sa.Column("worker_id", sa.String(256), nullable=False),
+    sa.Column("error_message", sa.Text, nullable=False),
+    sa.Column("gpu_id", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=True),
+    sa.Column("finished_at", sa.BigInteger, nullable=True),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("time", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("msg", sa.Text, nullable=False),
+    sa.Column("progress", sa.Integer, nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+)

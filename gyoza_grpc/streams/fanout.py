@@ -1,0 +1,91 @@
+"""In-process fan-out of committed events to the watchers of each run.
+
+The store calls `publish` after each commit. A subscriber holds a bounded buffer: when a
+burst would overflow it, the buffer is dropped and the subscriber marked `overflowed`, and its
+watcher catches up from the store at its own cursor. So a slow watcher never blocks a writer
+or another watcher, never grows without bound, and never skips an event: the table stays the
+source of truth, the fan-out is only a fast path and a wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+
+from gyoza_grpc.domain.model import Event, Run
+
+DEFAULT_BUFFER = 256
+
+
+class Subscription:
+    """One watcher's mailbox for one run."""
+
+    __slots__ = ("buffer", "closed", "key", "limit", "overflowed", "wakeup")
+
+    def __init__(self, key: str, limit: int) -> None:
+        self.key = key
+        self.limit = limit
+        self.buffer: deque[Event] = deque()
+        self.overflowed = False
+        self.closed = False
+        self.wakeup = asyncio.Event()
+
+    def offer(self, events: Sequence[Event]) -> None:
+        if not self.overflowed:
+            if len(self.buffer) + len(events) > self.limit:
+                self.buffer.clear()
+                self.overflowed = True
+            else:
+                self.buffer.extend(events)
+        self.wakeup.set()
+
+    def take(self) -> tuple[list[Event], bool]:
+        """The buffered events and whether some were dropped (then re-read the store)."""
+        items, overflowed = list(self.buffer), self.overflowed
+        self.buffer.clear()
+        self.overflowed = False
+        self.wakeup.clear()
+        return items, overflowed
+
+
+class FanOut:
+    def __init__(self, *, buffer_limit: int = DEFAULT_BUFFER) -> None:
+        self._buffer_limit = buffer_limit
+        self._subs: dict[str, set[Subscription]] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def subscribe(self, run_id: str) -> Subscription:
+        sub = Subscription(run_id, self._buffer_limit)
+        if self._closed:
+            sub.closed = True
+        self._subs.setdefault(run_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.key)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._subs[sub.key]
+
+    def publish(self, run: Run, events: Sequence[Event]) -> None:
+        """Called after the transaction that wrote `events` committed."""
+        for sub in self._subs.get(run.id, ()):
+            sub.offer(events)
+
+    def close(self) -> None:
+        """Shutdown: every watcher wakes up and ends its stream."""
+        self._closed = True
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.closed = True
+                sub.wakeup.set()
