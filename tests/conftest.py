@@ -1,0 +1,79 @@
+"""Shared fixtures: a real grpc.aio server on loopback over a real database, and stubs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from gyoza.v1 import runs_pb2_grpc
+from gyoza_grpc.config import ServerConfig
+from gyoza_grpc.server import GyozaServer, start_server
+from tests import databases
+
+TEST_SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    databases.drop_template()
+
+
+@pytest.fixture(params=databases.BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database of each backend."""
+    if request.param == "sqlite":
+        yield databases.sqlite_url(tmp_path)
+        return
+    url = await databases.create_postgres_database()
+    try:
+        yield url
+    finally:
+        await databases.drop_postgres_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return databases.sqlite_url(tmp_path)
+
+
+async def launch(database_url: str, **overrides: Any) -> GyozaServer:
+    config = ServerConfig(host="127.0.0.1", port=0, database_url=database_url, **overrides)
+    return await start_server(config, extra_options=TEST_SERVER_OPTIONS)
+
+
+@pytest.fixture
+async def server(database_url: str) -> AsyncIterator[GyozaServer]:
+    gs = await launch(database_url)
+    try:
+        yield gs
+    finally:
+        await gs.stop(0)
+
+
+@pytest.fixture
+async def channel(server: GyozaServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(server.target) as ch:
+        yield ch
+
+
+@pytest.fixture
+def runs(channel: grpc.aio.Channel) -> runs_pb2_grpc.RunServiceStub:
+    return runs_pb2_grpc.RunServiceStub(channel)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout_s: float = 5.0, interval_s: float = 0.02
+) -> None:
+    """Wait until `check()` is true, failing after `timeout_s`: never sleep-and-hope."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
