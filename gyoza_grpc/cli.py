@@ -33,9 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
-    serve.add_argument("--host", default=_env("GYOZA_HOST", "127.0.0.1"), help="[env GYOZA_HOST]")
     serve.add_argument(
-        "--port", type=int, default=int(_env("GYOZA_PORT", "50051")), help="[env GYOZA_PORT]"
+        "--host",
+        default=_env("GYOZA_HOST", "127.0.0.1"),
+        help="address to listen on (default %(default)s) [env GYOZA_HOST]",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("GYOZA_PORT", "50051")),
+        help="port to listen on; 0 picks a free one (default %(default)s) [env GYOZA_PORT]",
     )
     _add_database(serve)
     serve.add_argument(
@@ -92,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as err:
             print(f"gyoza-grpc: {err}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+            return 130
         return 0
     if args.command == "migrate":
         from gyoza_grpc.store.engine import make_engines

@@ -12,8 +12,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza.v1 import runs_pb2, runs_pb2_grpc, topics_pb2, topics_pb2_grpc
 from gyoza_grpc.api.runs import RunServicer
+from gyoza_grpc.api.topics import TopicServicer
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.store.engine import Engines, make_engines
@@ -24,7 +25,10 @@ from gyoza_grpc.streams.watch import EventWatcher
 
 log = logging.getLogger("gyoza_grpc.server")
 
-SERVICE_NAMES = (runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,)
+SERVICE_NAMES = (
+    runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+    topics_pb2.DESCRIPTOR.services_by_name["TopicService"].full_name,
+)
 
 # Keepalive for long-lived watch streams: the server pings idle connections every 60 s and
 # lets clients ping as often as every 10 s (faster pings get GOAWAY "too_many_pings").
@@ -34,6 +38,8 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # A second server on a busy port must fail to start, not share the port with the first.
+    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -81,15 +87,19 @@ async def start_server(
 
     server = grpc.aio.server(options=[*SERVER_OPTIONS, *extra_options])
     runs_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(store, watcher, clock=clock), server)
+    topics_pb2_grpc.add_TopicServiceServicer_to_server(TopicServicer(store, watcher), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(config.address)
+    try:
+        port = server.add_insecure_port(config.address)
+    except RuntimeError:  # grpc's "Failed to bind to address ..."
+        port = 0
     if port == 0:
         await engines.dispose()
-        raise OSError(f"cannot listen on {config.address}")
+        raise OSError(f"cannot listen on {config.address} (address in use or not available)")
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -106,6 +116,12 @@ async def start_server(
 
 async def serve(config: ServerConfig) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    # Handlers go in before the server starts: a signal that arrives while it starts (or right
+    # after it reports SERVING) still means a clean stop, never a KeyboardInterrupt or a kill.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     gs = await start_server(config)
     log.info(
         "gyoza-grpc serving on %s:%d (database %s)",
@@ -113,10 +129,6 @@ async def serve(config: ServerConfig) -> None:
         gs.port,
         _redacted(config.database_url),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
         log.info("shutting down")

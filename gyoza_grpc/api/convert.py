@@ -79,7 +79,10 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str) -> JSON:
     """A Struct as a plain dict (numbers stay floats, as Struct carries them)."""
     if not struct.fields:
         return {}
-    doc = json_format.MessageToDict(struct)
+    try:
+        doc = json_format.MessageToDict(struct)
+    except ValueError:  # json_format refuses NaN and Infinity itself
+        raise InvalidArgument.field(field, "numbers must be finite (no NaN or Infinity)") from None
     _check_json(doc, field)
     return doc
 
@@ -135,7 +138,7 @@ def now_pb(t: datetime) -> timestamp_pb2.Timestamp:
     return _ts(t)
 
 
-def _struct(doc: JSON) -> struct_pb2.Struct:
+def dict_to_struct(doc: JSON) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     if doc:
         s.update(doc)
@@ -167,7 +170,7 @@ def event_to_pb(e: Event) -> runs_pb2.Event:
         type=_TYPE_TO_PB[e.type],
         time=_ts(e.time),
         msg=e.msg,
-        payload=_struct(e.payload),
+        payload=dict_to_struct(e.payload),
         state=_STATE_TO_PB[e.state],
         run_id=e.run_id,
     )
@@ -183,12 +186,12 @@ def run_to_pb(run: Run, run_events: Iterable[Event] = ()) -> runs_pb2.Run:
         state=_STATE_TO_PB[run.state],
         priority=run.priority,
         image=run.image,
-        inputs=_struct(run.inputs),
-        outputs=_struct(a.outputs),
+        inputs=dict_to_struct(run.inputs),
+        outputs=dict_to_struct(a.outputs),
         constraints=_constraints(run.constraints),
         retry_policy=runs_pb2.RetryPolicy(max_attempts=run.retry_policy.max_attempts),
         event_delivery=runs_pb2.EventDelivery(
-            topic=run.event_delivery.topic, attributes=_struct(run.event_delivery.attributes)
+            topic=run.event_delivery.topic, attributes=dict_to_struct(run.event_delivery.attributes)
         ),
         op_definition=run.op_definition,
         progress=a.progress,
@@ -209,8 +212,8 @@ def attempt_to_pb(a: Attempt, run: Run) -> runs_pb2.Attempt:
         attempt=a.number,
         state=_STATE_TO_PB[a.state],
         progress=a.progress,
-        inputs=_struct(run.inputs),
-        outputs=_struct(a.outputs),
+        inputs=dict_to_struct(run.inputs),
+        outputs=dict_to_struct(a.outputs),
         execution_summary=_summary(a.summary),
         constraints=_constraints(run.constraints),
         created_at=_ts(a.created_at),

@@ -25,11 +25,16 @@ DEFAULT_LIST_LIMIT = 10
 MAX_LIST_LIMIT = 100
 MAX_EVENTS_LIMIT = 1000
 UPDATE_PATHS = ("state", "outputs", "priority")
+# Run ids are UUIDs; a longer one is refused before it is echoed into an error's trailers
+# (a 5,000-character id made the client fail with RESOURCE_EXHAUSTED on metadata size).
+MAX_ID_LEN = 128
 
 
 def _run_id(value: str, field: str = "id") -> str:
     if not value:
         raise InvalidArgument.field(field, "must not be empty")
+    if len(value) > MAX_ID_LEN:
+        raise InvalidArgument.field(field, f"must be at most {MAX_ID_LEN} characters")
     return convert.text(value, field)
 
 
@@ -48,6 +53,9 @@ def _list_query(req: runs_pb2.ListRunsRequest) -> RunQuery:
         )
     if req.starting_after and req.ending_before:
         violations.append(FieldViolation("ending_before", "cannot be combined with starting_after"))
+    for name in ("starting_after", "ending_before"):
+        if len(getattr(req, name)) > MAX_ID_LEN:
+            violations.append(FieldViolation(name, f"must be at most {MAX_ID_LEN} characters"))
     if violations:
         raise InvalidArgument.for_fields(violations)
     times = {
@@ -222,7 +230,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             if isinstance(item, Heartbeat):
                 yield runs_pb2.WatchEventsResponse(
                     heartbeat=runs_pb2.Heartbeat(
-                        last_seq=item.last_seq, server_time=convert.now_pb(item.server_time)
+                        last_seq=item.position, server_time=convert.now_pb(item.server_time)
                     )
                 )
             else:

@@ -106,7 +106,7 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """What a client asks for when it creates a run (validated by `runs.validate_spec`)."""
+    """What a client asks for when it creates a run (validated by `runs.new_run`)."""
 
     image: str
     priority: int = DEFAULT_PRIORITY
@@ -141,3 +141,13 @@ class Run:
     @property
     def is_terminal(self) -> bool:
         return self.state.is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class TopicEvent:
+    """A run's event as its topic feed delivers it, at the topic's own `cursor`."""
+
+    topic: str
+    cursor: int
+    event: Event
+    attributes: JSON = field(default_factory=dict)

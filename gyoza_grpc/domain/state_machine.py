@@ -177,7 +177,11 @@ def _payload_gpu_id(payload: JSON) -> int | None:
     if value is None:
         return None
     # Struct carries every number as a double: 1.0 is GPU 1, 1.5 is no GPU at all.
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())  # 1.5, inf, nan
+    ):
         raise InvalidArgument.field("payload.gpu_id", "must be a whole number")
     if not 0 <= value <= 2**31 - 1:
         raise InvalidArgument.field("payload.gpu_id", "must be between 0 and 2147483647")
@@ -188,7 +192,12 @@ def _progress_of(event: EventInput) -> int:
     if event.progress is not None:
         value, field_name = event.progress, "progress"
     elif _INT_MSG.match(event.msg):
-        value, field_name = int(event.msg), "msg"
+        try:
+            value, field_name = int(event.msg), "msg"
+        except ValueError:  # more digits than int() takes, or a space it does not strip
+            raise InvalidArgument.field(
+                "msg", "progress must be an integer between 0 and 100"
+            ) from None
     else:
         raise InvalidArgument.field(
             "progress", "a PROGRESS event needs progress (0-100) or an integer msg"
@@ -230,7 +239,7 @@ def append_event(run: Run, event: EventInput, now: datetime) -> Transition:
                 reason="RUN_NOT_TERMINAL",
                 metadata={"state": run.state},
             )
-        return _retry(run, event.msg or MANUAL_RETRY_MSG, event.payload or {"force": True}, now)
+        return _retry(run, event.msg or MANUAL_RETRY_MSG, {**event.payload, "force": True}, now)
     if run.is_terminal:
         raise _locked(run, f"a {event.type} event")
 
@@ -261,7 +270,10 @@ def append_event(run: Run, event: EventInput, now: datetime) -> Transition:
             b.emit(event.type, event.msg, payload)
         case EventType.COMPLETED:
             check_transition(run, RunState.COMPLETED)
-            outputs = payload.get("outputs", {})
+            # No outputs (or null) keeps what the attempt has (UpdateRun may have set some).
+            outputs = payload.get("outputs")
+            if outputs is None:
+                outputs = run.attempt.outputs
             if not isinstance(outputs, dict):
                 raise InvalidArgument.field("payload.outputs", "must be an object")
             summary = replace(run.attempt.summary, duration_ms=_duration_ms(run.attempt, now))

@@ -16,19 +16,23 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import AlreadyExists, InvalidArgument, run_not_found
-from gyoza_grpc.domain.model import Attempt, Event, Run, RunState
+from gyoza_grpc.domain.model import Attempt, Event, Run, RunState, TopicEvent
 from gyoza_grpc.domain.state_machine import Transition
 from gyoza_grpc.store import rows
 from gyoza_grpc.store.engine import Engines
-from gyoza_grpc.store.tables import attempts, events, runs
+from gyoza_grpc.store.tables import attempts, events, runs, topic_events, topics
 
 RunChange = Callable[[Run, datetime], Transition]
-EventsCommitted = Callable[[Run, Sequence[Event]], None]
+# Called after each commit that appended events: the run, its new events, and the same
+# events at their topic cursors (empty when the run has no topic).
+EventsCommitted = Callable[[Run, Sequence[Event], Sequence[TopicEvent]], None]
 
 # The current attempt's columns, prefixed so they do not clash with the run's.
 _ATTEMPT_COLUMNS = [c.label(f"a_{c.name}") for c in attempts.c]
@@ -99,13 +103,24 @@ class RunStore:
         async with self._engines.read.begin() as conn:
             yield conn
 
-    def _notify(self, run: Run, new_events: Sequence[Event]) -> None:
+    def _notify(
+        self, run: Run, new_events: Sequence[Event], published: Sequence[TopicEvent]
+    ) -> None:
         if new_events and self._on_events is not None:
-            self._on_events(run, new_events)
+            self._on_events(run, new_events, published)
 
     # -- queries ---------------------------------------------------------------------------
 
     async def _load_run(self, conn: AsyncConnection, run_id: str, *, lock: bool) -> Run:
+        if False:
+            # Lock the run row alone, then read it with its attempt in a new statement (a new
+            # READ COMMITTED snapshot). A FOR UPDATE join that waited for a concurrent writer
+            # re-checks the run row but keeps the old snapshot's attempt row: the join then
+            # drops the run when current_attempt moved on (a false NOT_FOUND), or returns a
+            # stale attempt whose write-back loses the other writer's outputs.
+            locked = sa.select(runs.c.id).where(runs.c.id == run_id).with_for_update()
+            if (await conn.execute(locked)).first() is None:
+                raise run_not_found(run_id)
         stmt = _RUN_WITH_ATTEMPT.where(runs.c.id == run_id)
         if lock:
             stmt = stmt.with_for_update(of=runs)
@@ -139,6 +154,8 @@ class RunStore:
                         existing = await self._find_request(conn, run, request_hash)
                         if existing is not None:
                             return existing, False
+                    if run.event_delivery.topic:
+                        await self._ensure_topic(conn, run.event_delivery.topic)
                     await conn.execute(runs.insert().values(rows.run_values(run, request_hash)))
                     await conn.execute(attempts.insert().values(rows.attempt_values(run.attempt)))
                 return run, True
@@ -169,11 +186,47 @@ class RunStore:
         async with self._write() as conn:
             before = await self._load_run(conn, run_id, lock=True)
             transition = change(before, self._clock())
-            await self._write_transition(conn, before, transition)
-        self._notify(transition.run, transition.events)
+            published = await self._write_transition(conn, before, transition)
+        self._notify(transition.run, transition.events, published)
         return transition
 
-    async def _write_transition(self, conn: AsyncConnection, before: Run, t: Transition) -> None:
+    async def _ensure_topic(self, conn: AsyncConnection, topic: str) -> None:
+        insert = (sqlite_insert if self._engines.is_sqlite else pg_insert)(topics)
+        await conn.execute(
+            insert.values(name=topic, last_cursor=0).on_conflict_do_nothing(index_elements=["name"])
+        )
+
+    async def _publish_to_topic(
+        self, conn: AsyncConnection, run: Run, new_events: Sequence[Event]
+    ) -> list[TopicEvent]:
+        """Give the events their topic cursors: an atomic increment of the topic row, which
+        holds its lock until commit, so cursors commit in the order they are handed out."""
+        topic = run.event_delivery.topic
+        n = len(new_events)
+        stmt = (
+            topics.update()
+            .where(topics.c.name == topic)
+            .values(last_cursor=topics.c.last_cursor + n)
+            .returning(topics.c.last_cursor)
+        )
+        last = (await conn.execute(stmt)).scalar_one()
+        first = last - n + 1
+        published = [
+            TopicEvent(topic, first + i, e, run.event_delivery.attributes)
+            for i, e in enumerate(new_events)
+        ]
+        await conn.execute(
+            topic_events.insert(),
+            [
+                {"topic": topic, "cursor": p.cursor, "run_id": run.id, "seq": p.event.seq}
+                for p in published
+            ],
+        )
+        return published
+
+    async def _write_transition(
+        self, conn: AsyncConnection, before: Run, t: Transition
+    ) -> list[TopicEvent]:
         after = t.run
         if after != before:
             await conn.execute(
@@ -184,8 +237,12 @@ class RunStore:
             await conn.execute(attempts.insert().values(rows.attempt_values(after.attempt)))
         elif after.attempt != before.attempt:
             await self._update_attempt(conn, after.attempt)
-        if t.events:
-            await conn.execute(events.insert(), [rows.event_values(e) for e in t.events])
+        if not t.events:
+            return []
+        await conn.execute(events.insert(), [rows.event_values(e) for e in t.events])
+        if after.event_delivery.topic:
+            return await self._publish_to_topic(conn, after, t.events)
+        return []
 
     async def _update_attempt(self, conn: AsyncConnection, attempt: Attempt) -> None:
         values = rows.attempt_values(attempt)
@@ -294,3 +351,34 @@ class RunStore:
             )
             found = [rows.attempt_from_row(r._mapping) for r in await conn.execute(stmt)]
         return run, found
+
+    async def list_topic_events(
+        self, topic: str, *, after: int, limit: int
+    ) -> tuple[list[TopicEvent], bool]:
+        """A topic's events in cursor order with cursor > after; has_more past `limit`."""
+        stmt = (
+            sa.select(topic_events.c.cursor, events, runs.c.topic_attributes)
+            .select_from(topic_events)
+            .join(
+                events,
+                sa.and_(
+                    events.c.run_id == topic_events.c.run_id, events.c.seq == topic_events.c.seq
+                ),
+            )
+            .join(runs, runs.c.id == topic_events.c.run_id)
+            .where(topic_events.c.topic == topic, topic_events.c.cursor > after)
+            .order_by(topic_events.c.cursor)
+            .limit(limit + 1)
+        )
+        async with self._read() as conn:
+            found = (await conn.execute(stmt)).all()
+        out = [
+            TopicEvent(
+                topic,
+                r.cursor,
+                rows.event_from_row(r._mapping),
+                rows.loads(r.topic_attributes),
+            )
+            for r in found[:limit]
+        ]
+        return out, len(found) > limit

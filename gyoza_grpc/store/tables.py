@@ -80,3 +80,22 @@ events = sa.Table(
     sa.Column("progress", sa.Integer, nullable=True),
     sa.Column("payload", sa.Text, nullable=False),
 )
+
+# One row per topic: last_cursor is taken (UPDATE ... RETURNING) under the row lock in the
+# transaction that writes the events, so a topic's cursors commit in order, without gaps.
+topics = sa.Table(
+    "topics",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("last_cursor", sa.BigInteger, nullable=False),
+)
+
+topic_events = sa.Table(
+    "topic_events",
+    metadata,
+    sa.Column("topic", sa.String(256), sa.ForeignKey("topics.name"), primary_key=True),
+    sa.Column("cursor", sa.BigInteger, primary_key=True),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.ForeignKeyConstraint(["run_id", "seq"], ["events.run_id", "events.seq"]),
+)

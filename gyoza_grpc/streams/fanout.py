@@ -12,26 +12,38 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
-from gyoza_grpc.domain.model import Event, Run
+from gyoza_grpc.domain.model import Event, Run, TopicEvent
 
 DEFAULT_BUFFER = 256
 
+# What a subscriber follows: ("run", run_id) or ("topic", name).
+Key = tuple[str, str]
+
+
+def run_key(run_id: str) -> Key:
+    return ("run", run_id)
+
+
+def topic_key(topic: str) -> Key:
+    return ("topic", topic)
+
 
 class Subscription:
-    """One watcher's mailbox for one run."""
+    """One watcher's mailbox for one run or topic."""
 
     __slots__ = ("buffer", "closed", "key", "limit", "overflowed", "wakeup")
 
-    def __init__(self, key: str, limit: int) -> None:
+    def __init__(self, key: Key, limit: int) -> None:
         self.key = key
         self.limit = limit
-        self.buffer: deque[Event] = deque()
+        self.buffer: deque[Any] = deque()
         self.overflowed = False
         self.closed = False
         self.wakeup = asyncio.Event()
 
-    def offer(self, events: Sequence[Event]) -> None:
+    def offer(self, events: Sequence[Any]) -> None:
         if not self.overflowed:
             if len(self.buffer) + len(events) > self.limit:
                 self.buffer.clear()
@@ -40,7 +52,7 @@ class Subscription:
                 self.buffer.extend(events)
         self.wakeup.set()
 
-    def take(self) -> tuple[list[Event], bool]:
+    def take(self) -> tuple[list[Any], bool]:
         """The buffered events and whether some were dropped (then re-read the store)."""
         items, overflowed = list(self.buffer), self.overflowed
         self.buffer.clear()
@@ -52,7 +64,7 @@ class Subscription:
 class FanOut:
     def __init__(self, *, buffer_limit: int = DEFAULT_BUFFER) -> None:
         self._buffer_limit = buffer_limit
-        self._subs: dict[str, set[Subscription]] = {}
+        self._subs: dict[Key, set[Subscription]] = {}
         self._closed = False
 
     @property
@@ -62,11 +74,11 @@ class FanOut:
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
-    def subscribe(self, run_id: str) -> Subscription:
-        sub = Subscription(run_id, self._buffer_limit)
+    def subscribe(self, key: Key) -> Subscription:
+        sub = Subscription(key, self._buffer_limit)
         if self._closed:
             sub.closed = True
-        self._subs.setdefault(run_id, set()).add(sub)
+        self._subs.setdefault(key, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -77,10 +89,13 @@ class FanOut:
         if not subs:
             del self._subs[sub.key]
 
-    def publish(self, run: Run, events: Sequence[Event]) -> None:
+    def publish(self, run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
         """Called after the transaction that wrote `events` committed."""
-        for sub in self._subs.get(run.id, ()):
+        for sub in self._subs.get(run_key(run.id), ()):
             sub.offer(events)
+        if published:
+            for sub in self._subs.get(topic_key(published[0].topic), ()):
+                sub.offer(published)
 
     def close(self) -> None:
         """Shutdown: every watcher wakes up and ends its stream."""

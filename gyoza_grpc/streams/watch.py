@@ -1,34 +1,67 @@
-"""The watch loop behind WatchEvents: replay, then live, never a gap or a duplicate.
+"""The watch loops behind WatchEvents and WatchTopic: replay, then live, never a gap or a
+duplicate.
 
 Order matters: subscribe to the fan-out first, then read the backlog from the store, then
-deliver live events, skipping any seq already sent. A live batch that does not start right
-after the cursor (an overflow, or commits published out of order) is replaced by a read of
-the store at the cursor. The stream ends after an event that leaves the run terminal (an
-event in a terminal state with no event after it: a FAILED followed by its automatic
-RETRIED goes on).
+deliver live items, skipping any position already sent. A live batch that does not start
+right after the cursor (an overflow, or commits published out of order) is replaced by a read
+of the store at the cursor: the store is the truth, the fan-out only a fast path.
+
+A run's stream ends after an event that leaves the run terminal: an event in a terminal state
+with nothing after it (a FAILED followed by its automatic RETRIED goes on). A topic's stream
+never ends by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import Unavailable
-from gyoza_grpc.domain.model import Event
+from gyoza_grpc.domain.model import Event, TopicEvent
 from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.streams.fanout import FanOut, Subscription
+from gyoza_grpc.streams.fanout import FanOut, Subscription, run_key, topic_key
 
 DEFAULT_HEARTBEAT_S = 15.0
 _READ_CHUNK = 1000
 
+T = TypeVar("T", Event, TopicEvent)
+
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    last_seq: int
+    """Sent after a quiet interval; `position` is the last seq (or cursor) delivered."""
+
+    position: int
     server_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Feed(Generic[T]):
+    """How to follow one kind of stream."""
+
+    read_after: Callable[[int, int], Awaitable[tuple[list[T], bool]]]
+    position: Callable[[T], int]
+    is_final: Callable[[T], bool]
+
+
+def _seq(e: Event) -> int:
+    return e.seq
+
+
+def _cursor(e: TopicEvent) -> int:
+    return e.cursor
+
+
+def _leaves_run_terminal(e: Event) -> bool:
+    return e.state.is_terminal
+
+
+def _never(_: TopicEvent) -> bool:
+    return False
 
 
 class EventWatcher:
@@ -45,76 +78,106 @@ class EventWatcher:
         self._heartbeat_s = heartbeat_s
         self._clock = clock
 
-    async def _read_after(self, run_id: str, cursor: int) -> list[Event]:
-        out: list[Event] = []
-        while True:
-            found, has_more = await self._store.list_events(
-                run_id, after=cursor, attempt=0, limit=_READ_CHUNK
-            )
-            out.extend(found)
-            if not has_more:
-                return out
-            cursor = found[-1].seq
-
     async def watch(self, run_id: str, after: int | None) -> AsyncIterator[Event | Heartbeat]:
-        sub = self._fanout.subscribe(run_id)
+        """A run's events after `after` (all when None), live until the run ends."""
+        cursor = -1 if after is None else max(after, -1)
+
+        async def read(cur: int, limit: int) -> tuple[list[Event], bool]:
+            return await self._store.list_events(run_id, after=cur, attempt=0, limit=limit)
+
+        feed = _Feed(read, _seq, _leaves_run_terminal)
+        sub = self._fanout.subscribe(run_key(run_id))
         try:
-            async for item in self._watch(sub, run_id, -1 if after is None else max(after, -1)):
+            run, _ = await self._store.get_run(run_id)  # NOT_FOUND before anything is sent
+            backlog = await self._read_all(feed, cursor)
+            if not backlog and run.is_terminal and run.last_seq <= cursor:
+                return
+            async for item in self._follow(feed, sub, cursor, backlog):
                 yield item
         finally:
             self._fanout.unsubscribe(sub)
 
-    async def _watch(
-        self, sub: Subscription, run_id: str, cursor: int
-    ) -> AsyncIterator[Event | Heartbeat]:
-        run, _ = await self._store.get_run(run_id)
-        pending = await self._read_after(run_id, cursor)
-        if not pending and run.is_terminal and run.last_seq <= cursor:
-            return
+    async def watch_topic(
+        self, topic: str, after: int | None
+    ) -> AsyncIterator[TopicEvent | Heartbeat]:
+        """A topic's events after cursor `after` (all when None), live until cancelled."""
+        cursor = 0 if after is None else max(after, 0)
+
+        async def read(cur: int, limit: int) -> tuple[list[TopicEvent], bool]:
+            return await self._store.list_topic_events(topic, after=cur, limit=limit)
+
+        feed = _Feed(read, _cursor, _never)
+        sub = self._fanout.subscribe(topic_key(topic))
+        try:
+            backlog = await self._read_all(feed, cursor)
+            async for item in self._follow(feed, sub, cursor, backlog):
+                yield item
+        finally:
+            self._fanout.unsubscribe(sub)
+
+    async def _read_all(self, feed: _Feed[T], cursor: int) -> list[T]:
+        out: list[T] = []
         while True:
-            last: Event | None = None
+            found, has_more = await feed.read_after(cursor, _READ_CHUNK)
+            out.extend(found)
+            if not has_more or not found:
+                return out
+            cursor = feed.position(found[-1])
+
+    async def _follow(
+        self, feed: _Feed[T], sub: Subscription, cursor: int, pending: list[T]
+    ) -> AsyncIterator[T | Heartbeat]:
+        while True:
+            last: T | None = None
             hole = False
-            for event in pending:
-                if event.seq <= cursor:
+            for item in pending:
+                pos = feed.position(item)
+                if pos <= cursor:
                     continue  # already sent (published while the backlog was read)
-                if event.seq != cursor + 1:
+                if pos != cursor + 1:
                     hole = True
                     break
-                cursor = event.seq
-                last = event
-                yield event
+                cursor = pos
+                last = item
+                yield item
             if hole:
-                pending = await self._read_after(run_id, cursor)
+                pending = await self._read_all(feed, cursor)
                 continue
-            if last is not None and last.state.is_terminal:
-                # Terminal unless something (an automatic retry) came after it.
-                pending = await self._read_after(run_id, cursor)
+            if last is not None and feed.is_final(last):
+                # Final unless something (an automatic retry) came right after it.
+                pending = await self._read_all(feed, cursor)
                 if not pending:
                     return
                 continue
             batch = await self._next_batch(sub, cursor)
             if batch is None:
-                yield Heartbeat(last_seq=cursor, server_time=self._clock())
+                yield Heartbeat(position=cursor, server_time=self._clock())
                 pending = []
+            elif batch.overflowed:
+                pending = await self._read_all(feed, cursor)
             else:
-                pending = batch
+                pending = batch.items
 
-    async def _next_batch(self, sub: Subscription, cursor: int) -> list[Event] | None:
-        """Live events after a wake-up; None when the quiet interval passed first."""
+    async def _next_batch(self, sub: Subscription, cursor: int) -> _Batch | None:
+        """Live items after a wake-up; None when the quiet interval passed first."""
         if not sub.wakeup.is_set():
             try:
                 async with asyncio.timeout(self._heartbeat_s):
                     await sub.wakeup.wait()
             except TimeoutError:
-                if sub.closed:
-                    raise Unavailable("server is shutting down; resume with after") from None
-                return None
+                pass
         if sub.closed:
             raise Unavailable(
                 f"server is shutting down; resume with after={cursor}",
                 metadata={"after": str(cursor)},
             )
-        events, overflowed = sub.take()
-        if overflowed:
-            return await self._read_after(sub.key, cursor)
-        return events
+        if not sub.wakeup.is_set():
+            return None
+        items, overflowed = sub.take()
+        return _Batch(items, overflowed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    items: list[Any]
+    overflowed: bool

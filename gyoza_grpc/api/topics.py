@@ -1,0 +1,80 @@
+"""TopicService: topic feeds, replayed and live, in each topic's own cursor order."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+
+from gyoza.v1 import topics_pb2, topics_pb2_grpc
+from gyoza_grpc.api import convert
+from gyoza_grpc.api.errors import streaming, unary
+from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.model import TopicEvent
+from gyoza_grpc.store.run_store import RunStore
+from gyoza_grpc.streams.watch import EventWatcher, Heartbeat
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def _topic(value: str) -> str:
+    if not value:
+        raise InvalidArgument.field("topic", "must not be empty")
+    return convert.text(value, "topic")
+
+
+def _after(request: topics_pb2.WatchTopicRequest | topics_pb2.ListTopicEventsRequest) -> int:
+    if not request.HasField("after"):
+        return 0
+    if request.after < 0:
+        raise InvalidArgument.field("after", f"must be >= 0 (a cursor), got {request.after}")
+    return request.after
+
+
+def topic_event_to_pb(te: TopicEvent) -> topics_pb2.TopicEvent:
+    return topics_pb2.TopicEvent(
+        cursor=te.cursor,
+        run_id=te.event.run_id,
+        event=convert.event_to_pb(te.event),
+        attributes=convert.dict_to_struct(te.attributes),
+        topic=te.topic,
+    )
+
+
+class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
+    def __init__(self, store: RunStore, watcher: EventWatcher) -> None:
+        self._store = store
+        self._watcher = watcher
+
+    @unary
+    async def ListTopicEvents(
+        self, request: topics_pb2.ListTopicEventsRequest, context: Context
+    ) -> topics_pb2.ListTopicEventsResponse:
+        topic = _topic(request.topic)
+        after = _after(request)
+        limit = request.limit or DEFAULT_LIMIT
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidArgument.for_fields(
+                [FieldViolation("limit", f"must be between 1 and {MAX_LIMIT} (0 means 100)")]
+            )
+        found, has_more = await self._store.list_topic_events(topic, after=after, limit=limit)
+        return topics_pb2.ListTopicEventsResponse(
+            events=[topic_event_to_pb(te) for te in found], has_more=has_more
+        )
+
+    @streaming
+    async def WatchTopic(self, request: topics_pb2.WatchTopicRequest, context: Context) -> Any:
+        topic = _topic(request.topic)
+        after = _after(request)
+        async for item in self._watcher.watch_topic(topic, after):
+            if isinstance(item, Heartbeat):
+                yield topics_pb2.WatchTopicResponse(
+                    heartbeat=topics_pb2.TopicHeartbeat(
+                        last_cursor=item.position, server_time=convert.now_pb(item.server_time)
+                    )
+                )
+            else:
+                yield topics_pb2.WatchTopicResponse(event=topic_event_to_pb(item))
