@@ -9,6 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
@@ -61,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--db-pool-size", type=int, default=int(_env("GYOZA_DB_POOL_SIZE", "10")))
     serve.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=int(_env("GYOZA_LEASE_SECONDS", "30")),
+        help="a worker silent for this long is evicted and its runs handed back "
+        "[env GYOZA_LEASE_SECONDS]",
+    )
+    serve.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=float(_env("GYOZA_SWEEP_INTERVAL", "5")),
+        metavar="SECONDS",
+        help="how often expired leases are looked for; eviction happens within "
+        "lease + interval of the last heartbeat [env GYOZA_SWEEP_INTERVAL]",
+    )
+    serve.add_argument(
         "--migrate",
         action="store_true",
         help="apply pending schema migrations before serving",
@@ -68,7 +85,89 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply schema migrations and exit")
     _add_database(migrate)
+    _add_worker(sub)
     return parser
+
+
+def _gpu(text: str) -> tuple[int, int]:
+    from gyoza_grpc.worker.launch import parse_gpu
+
+    return parse_gpu(text)
+
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = sub.add_parser(
+        "worker",
+        help="run a worker that executes each run with a command",
+        description="Claim runs that fit these resources and run each through COMMAND: the "
+        "inputs as JSON on its stdin, the outputs as a JSON object on its stdout, "
+        "'progress: N' and 'info: TEXT' lines on its stderr. SIGTERM or SIGINT stops "
+        "claiming and lets running runs finish within --shutdown-grace.",
+    )
+    worker.add_argument(
+        "--target",
+        default=_env("GYOZA_TARGET", "127.0.0.1:50051"),
+        help="the server, HOST:PORT (default %(default)s) [env GYOZA_TARGET]",
+    )
+    worker.add_argument(
+        "--command",
+        dest="run_command",
+        metavar="COMMAND",
+        default=_env("GYOZA_WORKER_COMMAND", ""),
+        help="run for each run, split like a shell would (no shell is used unless --shell) "
+        "[env GYOZA_WORKER_COMMAND]",
+    )
+    worker.add_argument("--shell", action="store_true", help="run COMMAND with /bin/sh -c")
+    worker.add_argument(
+        "--worker-id",
+        default=_env("GYOZA_WORKER_ID", ""),
+        help="unique per worker process (default HOSTNAME-PID) [env GYOZA_WORKER_ID]",
+    )
+    worker.add_argument("--cpu", type=int, help="CPUs to declare (default: this machine's)")
+    worker.add_argument("--ram-mb", type=int, help="RAM to declare (default: this machine's)")
+    worker.add_argument(
+        "--gpu",
+        action="append",
+        type=_gpu,
+        default=[],
+        metavar="ID:VRAM_MB",
+        help="a GPU to declare, e.g. 0:24000; repeat for more",
+    )
+    worker.add_argument("--tag", action="append", default=[], help="a tag; repeat for more")
+    worker.add_argument(
+        "--max-concurrency", type=int, help="runs at once (default: --cpu, at least 1)"
+    )
+    worker.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        metavar="SECONDS",
+        help="default: a third of the server's lease",
+    )
+    worker.add_argument(
+        "--claim-wait",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long one claim waits for work (long-poll, at most 60; default %(default)s)",
+    )
+    worker.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running runs get to finish before they are killed and "
+        "reported FAILED (default %(default)s)",
+    )
+
+
+def _database_error(url: str, err: Exception) -> int:
+    """One line, not a traceback, for a database that cannot be reached, parsed or opened."""
+    cause = err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
+    shown = url.split("@", 1)[-1] if "@" in url else url  # never print a password
+    hint = " (the drivers are sqlite+aiosqlite and postgresql+asyncpg)"
+    hint = hint if isinstance(err, ImportError) else ""
+    print(f"gyoza-grpc: cannot use the database {shown}: {cause}{hint}", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             watch_heartbeat_s=args.watch_heartbeat,
             shutdown_grace_s=args.shutdown_grace,
             db_pool_size=args.db_pool_size,
+            lease_seconds=args.lease_seconds,
+            sweep_interval_s=args.sweep_interval,
             migrate=args.migrate,
         )
         try:
@@ -99,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as err:
             print(f"gyoza-grpc: {err}", file=sys.stderr)
             return 1
+        except (SQLAlchemyError, ImportError) as err:
+            return _database_error(args.database_url, err)
         except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
             return 130
         return 0
@@ -114,6 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 await engines.dispose()
             return status.head
 
-        print(f"database at revision {asyncio.run(_migrate())}")
+        try:
+            head = asyncio.run(_migrate())
+        except (OSError, SQLAlchemyError, ImportError) as err:
+            return _database_error(args.database_url, err)
+        print(f"database at revision {head}")
         return 0
+    if args.command == "worker":
+        from gyoza_grpc.worker.launch import run_worker
+
+        return run_worker(args)
     return 2

@@ -12,22 +12,40 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gyoza.v1 import runs_pb2, runs_pb2_grpc, topics_pb2, topics_pb2_grpc
+from gyoza.v1 import (
+    definitions_pb2,
+    definitions_pb2_grpc,
+    runs_pb2,
+    runs_pb2_grpc,
+    topics_pb2,
+    topics_pb2_grpc,
+    workers_pb2,
+    workers_pb2_grpc,
+)
+from gyoza_grpc.api.decoding import DecodeErrorInterceptor
+from gyoza_grpc.api.definitions import DefinitionServicer
 from gyoza_grpc.api.runs import RunServicer
 from gyoza_grpc.api.topics import TopicServicer
+from gyoza_grpc.api.workers import WorkerServicer
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.clock import Clock, utc_now
+from gyoza_grpc.domain.model import Event, Run, TopicEvent
+from gyoza_grpc.store.definition_store import DefinitionStore
 from gyoza_grpc.store.engine import Engines, make_engines
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.schema import ensure_schema
+from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
 from gyoza_grpc.streams.watch import EventWatcher
+from gyoza_grpc.streams.work_signal import WorkSignal
 
 log = logging.getLogger("gyoza_grpc.server")
 
 SERVICE_NAMES = (
     runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     topics_pb2.DESCRIPTOR.services_by_name["TopicService"].full_name,
+    workers_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    definitions_pb2.DESCRIPTOR.services_by_name["DefinitionService"].full_name,
 )
 
 # Keepalive for long-lived watch streams: the server pings idle connections every 60 s and
@@ -54,6 +72,9 @@ class GyozaServer:
     fanout: FanOut
     health: health.aio.HealthServicer
     config: ServerConfig
+    workers: WorkerStore
+    work_signal: WorkSignal
+    sweeper: asyncio.Task[None]
     _stopped: bool = field(default=False, init=False)
 
     @property
@@ -68,6 +89,8 @@ class GyozaServer:
         self._stopped = True
         await self.health.enter_graceful_shutdown()
         self.fanout.close()
+        self.work_signal.close()
+        self.sweeper.cancel()
         await self.server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s)
         await self.engines.dispose()
 
@@ -82,12 +105,27 @@ async def start_server(
         await engines.dispose()
         raise
     fanout = FanOut()
-    store = RunStore(engines, clock=clock, on_events=fanout.publish)
+    work_signal = WorkSignal()
+
+    def on_events(run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
+        fanout.publish(run, events, published)
+        work_signal.on_events(run, events, published)
+
+    store = RunStore(engines, clock=clock, on_events=on_events, on_created=work_signal.on_created)
+    worker_store = WorkerStore(store)
     watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
 
-    server = grpc.aio.server(options=[*SERVER_OPTIONS, *extra_options])
+    server = grpc.aio.server(
+        options=[*SERVER_OPTIONS, *extra_options], interceptors=[DecodeErrorInterceptor()]
+    )
     runs_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(store, watcher, clock=clock), server)
     topics_pb2_grpc.add_TopicServiceServicer_to_server(TopicServicer(store, watcher), server)
+    definitions_pb2_grpc.add_DefinitionServiceServicer_to_server(
+        DefinitionServicer(DefinitionStore(engines, clock=clock), store, clock=clock), server
+    )
+    workers_pb2_grpc.add_WorkerServiceServicer_to_server(
+        WorkerServicer(worker_store, work_signal, lease_s=config.lease_seconds), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -103,6 +141,7 @@ async def start_server(
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    sweeper = asyncio.create_task(_sweep_evictions(worker_store, config.sweep_interval_s))
     return GyozaServer(
         server=server,
         port=port,
@@ -111,7 +150,26 @@ async def start_server(
         fanout=fanout,
         health=health_servicer,
         config=config,
+        workers=worker_store,
+        work_signal=work_signal,
+        sweeper=sweeper,
     )
+
+
+async def _sweep_evictions(workers: WorkerStore, interval_s: float) -> None:
+    """Evict workers whose lease ran out, every `interval_s`: a worker that stops
+    heartbeating is evicted at most lease + interval after its last heartbeat."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            for worker_id, transitions in await workers.evict_expired():
+                log.warning(
+                    "evicted worker %s (lease expired); handed back %d run(s)",
+                    worker_id,
+                    len(transitions),
+                )
+        except Exception:
+            log.exception("eviction sweep failed; retrying in %.1fs", interval_s)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -8,15 +8,18 @@ naming the field, so bad input never reaches the store.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
-from gyoza.v1 import runs_pb2
+from gyoza.v1 import definitions_pb2, runs_pb2
 from gyoza_grpc.domain.clock import from_us, to_us
-from gyoza_grpc.domain.errors import InvalidArgument
+from gyoza_grpc.domain.definitions import Definition
+from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.inputs import InputSpec, InputType
 from gyoza_grpc.domain.model import (
     DEFAULT_PRIORITY,
     JSON,
@@ -101,6 +104,45 @@ def timestamp_to_us(ts: timestamp_pb2.Timestamp, field: str) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
+def _duration(d: duration_pb2.Duration, field: str) -> timedelta:
+    if not -_MAX_SECONDS <= d.seconds <= _MAX_SECONDS or not -999_999_999 <= d.nanos <= 999_999_999:
+        raise InvalidArgument.field(field, "must be a valid duration")
+    return timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
+
+
+def retry_policy_from_pb(rp: runs_pb2.RetryPolicy) -> RetryPolicy:
+    """0 or unset fields mean the defaults: 1 attempt, no backoff, multiplier 1."""
+    multiplier = rp.backoff_multiplier or 1.0
+    if not math.isfinite(multiplier):
+        raise InvalidArgument.field("retry_policy.backoff_multiplier", "must be a finite number")
+    return RetryPolicy(
+        max_attempts=rp.max_attempts or 1,
+        initial_backoff=_duration(rp.initial_backoff, "retry_policy.initial_backoff"),
+        backoff_multiplier=multiplier,
+        max_backoff=(
+            _duration(rp.max_backoff, "retry_policy.max_backoff")
+            if rp.HasField("max_backoff")
+            else None
+        ),
+    )
+
+
+def _duration_pb(t: timedelta) -> duration_pb2.Duration:
+    us = t // timedelta(microseconds=1)
+    return duration_pb2.Duration(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def retry_policy_to_pb(rp: RetryPolicy) -> runs_pb2.RetryPolicy:
+    out = runs_pb2.RetryPolicy(
+        max_attempts=rp.max_attempts, backoff_multiplier=rp.backoff_multiplier
+    )
+    if rp.initial_backoff:
+        out.initial_backoff.CopyFrom(_duration_pb(rp.initial_backoff))
+    if rp.max_backoff is not None:
+        out.max_backoff.CopyFrom(_duration_pb(rp.max_backoff))
+    return out
+
+
 def _opt(msg: Any, name: str) -> int | None:
     return getattr(msg, name) if msg.HasField(name) else None
 
@@ -117,7 +159,7 @@ def spec_from_create(req: runs_pb2.CreateRunRequest) -> RunSpec:
             vram_mb=_opt(c, "vram_mb"),
             gpu_id=_opt(c, "gpu_id"),
         ),
-        retry_policy=RetryPolicy(max_attempts=req.retry_policy.max_attempts or 1),
+        retry_policy=retry_policy_from_pb(req.retry_policy),
         event_delivery=EventDelivery(
             topic=text(req.event_delivery.topic, "event_delivery.topic"),
             attributes=struct_to_dict(req.event_delivery.attributes, "event_delivery.attributes"),
@@ -181,7 +223,7 @@ def event_to_pb(e: Event) -> runs_pb2.Event:
 
 def run_to_pb(run: Run, run_events: Iterable[Event] = ()) -> runs_pb2.Run:
     a = run.attempt
-    return runs_pb2.Run(
+    out = runs_pb2.Run(
         id=run.id,
         state=_STATE_TO_PB[run.state],
         priority=run.priority,
@@ -189,11 +231,12 @@ def run_to_pb(run: Run, run_events: Iterable[Event] = ()) -> runs_pb2.Run:
         inputs=dict_to_struct(run.inputs),
         outputs=dict_to_struct(a.outputs),
         constraints=_constraints(run.constraints),
-        retry_policy=runs_pb2.RetryPolicy(max_attempts=run.retry_policy.max_attempts),
+        retry_policy=retry_policy_to_pb(run.retry_policy),
         event_delivery=runs_pb2.EventDelivery(
             topic=run.event_delivery.topic, attributes=dict_to_struct(run.event_delivery.attributes)
         ),
         op_definition=run.op_definition,
+        definition_version=run.definition_version,
         progress=a.progress,
         current_attempt=run.current_attempt,
         execution_summary=_summary(a.summary),
@@ -203,6 +246,9 @@ def run_to_pb(run: Run, run_events: Iterable[Event] = ()) -> runs_pb2.Run:
         request_id=run.request_id,
         last_seq=run.last_seq,
     )
+    if run.next_attempt_at is not None:
+        out.next_attempt_at.CopyFrom(_ts(run.next_attempt_at))
+    return out
 
 
 def attempt_to_pb(a: Attempt, run: Run) -> runs_pb2.Attempt:
@@ -227,3 +273,109 @@ def attempt_to_pb(a: Attempt, run: Run) -> runs_pb2.Attempt:
 
 def from_pb_time(ts: timestamp_pb2.Timestamp) -> datetime:
     return from_us(ts.seconds * 1_000_000 + ts.nanos // 1000)
+
+
+# -- definitions -----------------------------------------------------------------------------
+
+_INPUT_TYPE_TO_PB: dict[InputType, definitions_pb2.InputType.ValueType] = {
+    t: definitions_pb2.InputType.Value(f"INPUT_TYPE_{t.value}") for t in InputType
+}
+_PB_TO_INPUT_TYPE: dict[int, InputType] = {v: k for k, v in _INPUT_TYPE_TO_PB.items()}
+
+
+def value_to_py(value: struct_pb2.Value, field: str) -> Any:
+    """A google.protobuf.Value as plain JSON (numbers are floats, as Value carries them)."""
+    try:
+        doc = json_format.MessageToDict(value)
+    except ValueError:  # NaN and Infinity
+        raise InvalidArgument.field(field, "numbers must be finite (no NaN or Infinity)") from None
+    _check_json(doc, field)
+    return doc
+
+
+def py_to_value(doc: Any) -> struct_pb2.Value:
+    return json_format.ParseDict(doc, struct_pb2.Value())
+
+
+def _input_specs_from_pb(
+    specs: Any, field: str, violations: list[FieldViolation]
+) -> dict[str, InputSpec]:
+    out: dict[str, InputSpec] = {}
+    for name in sorted(specs):
+        pb = specs[name]
+        path = f"{field}.{name}"
+        text(name, path)
+        kind = _PB_TO_INPUT_TYPE.get(pb.type)
+        if kind is None:
+            got = "INPUT_TYPE_UNSPECIFIED" if pb.type == 0 else f"unknown InputType {pb.type}"
+            violations.append(
+                FieldViolation(
+                    f"{path}.type",
+                    f"must be INPUT_TYPE_STRING, _INT, _FLOAT, _BOOL, _LIST or _OBJECT, got {got}",
+                )
+            )
+            continue
+        has_default = pb.HasField("default")
+        default = value_to_py(pb.default, f"{path}.default") if has_default else None
+        out[name] = InputSpec(kind, pb.required, has_default, default)
+    return out
+
+
+def definition_from_pb(d: definitions_pb2.Definition, prefix: str = "definition") -> Definition:
+    """An UpsertDefinition's definition (validated by domain.definitions.new_definition)."""
+    try:
+        # What a run inherits is read exactly as CreateRun reads it.
+        template = spec_from_create(
+            runs_pb2.CreateRunRequest(
+                image=d.image,
+                constraints=d.constraints,
+                retry_policy=d.retry_policy,
+                event_delivery=d.event_delivery,
+            )
+        )
+    except InvalidArgument as err:
+        raise InvalidArgument.for_fields(
+            FieldViolation(f"{prefix}.{v.field}", v.description) for v in err.violations
+        ) from None
+    violations: list[FieldViolation] = []
+    input_specs = _input_specs_from_pb(d.input_specs, f"{prefix}.input_specs", violations)
+    output_specs = _input_specs_from_pb(d.output_specs, f"{prefix}.output_specs", violations)
+    if violations:
+        raise InvalidArgument.for_fields(violations)
+    return Definition(
+        name=text(d.name, f"{prefix}.name"),
+        version=text(d.version, f"{prefix}.version"),
+        image=template.image,
+        description=text(d.description, f"{prefix}.description"),
+        input_specs=input_specs,
+        output_specs=output_specs,
+        constraints=template.constraints,
+        retry_policy=template.retry_policy,
+        event_delivery=template.event_delivery,
+    )
+
+
+def _input_spec_to_pb(s: InputSpec) -> definitions_pb2.InputSpec:
+    out = definitions_pb2.InputSpec(type=_INPUT_TYPE_TO_PB[s.type], required=s.required)
+    if s.has_default:
+        out.default.CopyFrom(py_to_value(s.default))
+    return out
+
+
+def definition_to_pb(d: Definition) -> definitions_pb2.Definition:
+    out = definitions_pb2.Definition(
+        name=d.name,
+        version=d.version,
+        image=d.image,
+        description=d.description,
+        input_specs={n: _input_spec_to_pb(s) for n, s in d.input_specs.items()},
+        output_specs={n: _input_spec_to_pb(s) for n, s in d.output_specs.items()},
+        constraints=_constraints(d.constraints),
+        retry_policy=retry_policy_to_pb(d.retry_policy),
+        event_delivery=runs_pb2.EventDelivery(
+            topic=d.event_delivery.topic, attributes=dict_to_struct(d.event_delivery.attributes)
+        ),
+    )
+    if d.created_at is not None:
+        out.created_at.CopyFrom(_ts(d.created_at))
+    return out

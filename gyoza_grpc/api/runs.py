@@ -14,7 +14,7 @@ from gyoza_grpc.api.errors import streaming, unary
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
-from gyoza_grpc.domain.model import JSON, RunState
+from gyoza_grpc.domain.model import JSON, Event, RunState
 from gyoza_grpc.domain.runs import new_run, spec_fingerprint
 from gyoza_grpc.store.run_store import RunQuery, RunStore
 from gyoza_grpc.streams.watch import EventWatcher, Heartbeat
@@ -99,6 +99,10 @@ def _update_fields(
     outputs = convert.struct_to_dict(req.outputs, "outputs") if "outputs" in paths else None
     priority = req.priority if "priority" in paths else None
     return state, outputs, priority
+
+
+def _event_response(event: Event) -> runs_pb2.WatchEventsResponse:
+    return runs_pb2.WatchEventsResponse(event=convert.event_to_pb(event))
 
 
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
@@ -226,6 +230,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def WatchEvents(self, request: runs_pb2.WatchEventsRequest, context: Context) -> Any:
         run_id = _run_id(request.run_id, "run_id")
         after = request.after if request.HasField("after") else None
+        wire = self._watcher.wire  # one message per event, shared by all of its watchers
         async for item in self._watcher.watch(run_id, after):
             if isinstance(item, Heartbeat):
                 yield runs_pb2.WatchEventsResponse(
@@ -234,4 +239,4 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                     )
                 )
             else:
-                yield runs_pb2.WatchEventsResponse(event=convert.event_to_pb(item))
+                yield wire.get(("run", item.run_id, item.seq), _event_response, item)

@@ -44,6 +44,10 @@ def topic_event_to_pb(te: TopicEvent) -> topics_pb2.TopicEvent:
     )
 
 
+def _topic_response(te: TopicEvent) -> topics_pb2.WatchTopicResponse:
+    return topics_pb2.WatchTopicResponse(event=topic_event_to_pb(te))
+
+
 class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
     def __init__(self, store: RunStore, watcher: EventWatcher) -> None:
         self._store = store
@@ -69,6 +73,7 @@ class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
     async def WatchTopic(self, request: topics_pb2.WatchTopicRequest, context: Context) -> Any:
         topic = _topic(request.topic)
         after = _after(request)
+        wire = self._watcher.wire  # one message per topic event, shared by all of its watchers
         async for item in self._watcher.watch_topic(topic, after):
             if isinstance(item, Heartbeat):
                 yield topics_pb2.WatchTopicResponse(
@@ -77,4 +82,4 @@ class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
                     )
                 )
             else:
-                yield topics_pb2.WatchTopicResponse(event=topic_event_to_pb(item))
+                yield wire.get(("topic", item.topic, item.cursor), _topic_response, item)

@@ -8,7 +8,7 @@ and written without ever exposing a half-changed run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -58,9 +58,22 @@ class Constraints:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """max_attempts counts every attempt, the first included."""
+    """max_attempts counts every attempt, the first included. An automatic retry after
+    failed attempt n waits initial_backoff * backoff_multiplier**(n-1), at most max_backoff
+    (no backoff by default: retry at once)."""
 
     max_attempts: int = 1
+    initial_backoff: timedelta = timedelta(0)
+    backoff_multiplier: float = 1.0
+    max_backoff: timedelta | None = None
+
+    def delay_after(self, failed_attempt: int) -> timedelta:
+        """How long the retry after `failed_attempt` (1-based) waits before it is claimable."""
+        if not self.initial_backoff:
+            return timedelta(0)
+        factor = self.backoff_multiplier ** max(0, failed_attempt - 1)
+        cap = self.max_backoff.total_seconds() if self.max_backoff is not None else 1e9
+        return timedelta(seconds=min(self.initial_backoff.total_seconds() * factor, cap))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,8 @@ class RunSpec:
     retry_policy: RetryPolicy = RetryPolicy()
     event_delivery: EventDelivery = EventDelivery()
     op_definition: str = ""
+    # The op_definition version the run is made from; empty for ad-hoc runs.
+    definition_version: str = ""
     request_id: str = ""
 
 
@@ -137,6 +152,10 @@ class Run:
     updated_at: datetime
     # The current attempt (number == current_attempt).
     attempt: Attempt
+    # A PENDING run is not claimable before this (an automatic retry's backoff).
+    next_attempt_at: datetime | None = None
+    # The version of op_definition the run was made from; empty for ad-hoc runs.
+    definition_version: str = ""
 
     @property
     def is_terminal(self) -> bool:

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
 from gyoza_grpc.domain.model import Attempt, Run, RunSpec, RunState
@@ -27,6 +27,17 @@ def spec_violations(spec: RunSpec) -> list[FieldViolation]:
         value = getattr(spec.constraints, name)
         if value is not None and value < 0:
             out.append(FieldViolation(f"constraints.{name}", f"must be >= 0, got {value}"))
+    rp = spec.retry_policy
+    if rp.initial_backoff < timedelta(0):
+        out.append(FieldViolation("retry_policy.initial_backoff", "must not be negative"))
+    if not (1.0 <= rp.backoff_multiplier <= 1000.0):
+        out.append(
+            FieldViolation(
+                "retry_policy.backoff_multiplier", "must be between 1 and 1000 (0 means 1)"
+            )
+        )
+    if rp.max_backoff is not None and rp.max_backoff < timedelta(0):
+        out.append(FieldViolation("retry_policy.max_backoff", "must not be negative"))
     if spec.retry_policy.max_attempts < 1:
         out.append(
             FieldViolation(
@@ -62,6 +73,7 @@ def new_run(spec: RunSpec, now: datetime, run_id: str | None = None) -> Run:
         retry_policy=spec.retry_policy,
         event_delivery=spec.event_delivery,
         op_definition=spec.op_definition,
+        definition_version=spec.definition_version,
         request_id=spec.request_id,
         current_attempt=1,
         last_seq=-1,
@@ -75,5 +87,13 @@ def spec_fingerprint(spec: RunSpec) -> str:
     """A digest of everything in `spec` but its request_id: two creates with one request_id
     are the same request exactly when their fingerprints match."""
     body = dataclasses.asdict(dataclasses.replace(spec, request_id=""))
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode
+    )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _encode(value: object) -> object:
+    if isinstance(value, timedelta):
+        return value // timedelta(microseconds=1)
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")

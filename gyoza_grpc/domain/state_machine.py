@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gyoza_grpc.domain.errors import FailedPrecondition, InvalidArgument
@@ -116,7 +116,7 @@ class _Builder:
         attempt = replace(run.attempt, state=state, **attempt_changes)
         self.run = replace(run, state=state, attempt=attempt, updated_at=self.now)
 
-    def start_new_attempt(self) -> None:
+    def start_new_attempt(self, not_before: datetime | None = None) -> None:
         run = self.run
         self.closed = run.attempt
         number = run.current_attempt + 1
@@ -133,6 +133,7 @@ class _Builder:
             current_attempt=number,
             attempt=attempt,
             updated_at=self.now,
+            next_attempt_at=not_before,
         )
 
     def finish(self) -> Transition:
@@ -296,11 +297,16 @@ def append_event(run: Run, event: EventInput, now: datetime) -> Transition:
             b.move(RunState.FAILED, summary=summary, finished_at=now)
             b.emit(event.type, event.msg, payload)
             if run.current_attempt < run.retry_policy.max_attempts:
+                delay = run.retry_policy.delay_after(run.current_attempt)
+                retry_payload: JSON = {"force": False, "failed_attempt": run.current_attempt}
+                if delay:
+                    retry_payload["backoff_ms"] = delay // timedelta(milliseconds=1)
                 _append_retry(
                     b,
                     f"Automatic retry: attempt {run.current_attempt} of "
                     f"{run.retry_policy.max_attempts} failed",
-                    {"force": False, "failed_attempt": run.current_attempt},
+                    retry_payload,
+                    not_before=now + delay if delay else None,
                 )
         case EventType.CANCELLED:
             _append_cancel(b, event.msg or CANCEL_MSG, payload)
@@ -314,8 +320,8 @@ def _append_cancel(b: _Builder, msg: str, payload: JSON) -> None:
     b.emit(EventType.CANCELLED, msg, payload)
 
 
-def _append_retry(b: _Builder, msg: str, payload: JSON) -> None:
-    b.start_new_attempt()
+def _append_retry(b: _Builder, msg: str, payload: JSON, not_before: datetime | None = None) -> None:
+    b.start_new_attempt(not_before)
     b.emit(EventType.RETRIED, msg, payload)
 
 
@@ -413,3 +419,27 @@ def update(
         return transition
     edited = set_fields(transition.run, now, outputs=outputs, priority=priority)
     return replace(transition, run=edited)
+
+
+def lose_worker(run: Run, worker_id: str, now: datetime) -> Transition:
+    """A worker holding `run` was evicted. An ASSIGNED run goes back to PENDING with a new
+    attempt (it never started, so the retry is not counted against max_attempts); a RUNNING
+    attempt FAILS with "worker <id> lost", so the retry policy applies. Any other state is
+    left alone (an empty transition)."""
+    message = f"worker {worker_id} lost"
+    if run.state is RunState.ASSIGNED:
+        b = _Builder(run, now)
+        # The attempt never ran; it ends FAILED so that nothing counts it as held any more.
+        summary = replace(run.attempt.summary, error_message=f"{message} before it started")
+        b.run = replace(
+            b.run,
+            attempt=replace(run.attempt, state=RunState.FAILED, summary=summary, finished_at=now),
+        )
+        _append_retry(b, f"{message} before it started the run", {"lost_worker": worker_id})
+        return b.finish()
+    if run.state is RunState.RUNNING:
+        failed = EventInput(
+            EventType.FAILED, message, payload={"error_message": message, "lost_worker": worker_id}
+        )
+        return append_event(run, failed, now)
+    return Transition(run=run, events=())

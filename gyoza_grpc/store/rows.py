@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gyoza_grpc.domain.clock import from_us, to_us
@@ -28,6 +28,13 @@ def opt_from_us(us: int | None) -> datetime | None:
 
 def opt_to_us(t: datetime | None) -> int | None:
     return None if t is None else to_us(t)
+
+
+_US = timedelta(microseconds=1)
+
+
+def _opt_us_or_zero(t: datetime | None) -> int:
+    return 0 if t is None else to_us(t)
 
 
 def dumps(doc: JSON) -> str:
@@ -56,9 +63,16 @@ def run_values(run: Run, request_hash: str | None = None) -> dict[str, Any]:
         "vram_mb": c.vram_mb,
         "gpu_id": c.gpu_id,
         "max_attempts": run.retry_policy.max_attempts,
+        "initial_backoff_us": run.retry_policy.initial_backoff // _US,
+        "backoff_multiplier": run.retry_policy.backoff_multiplier,
+        "max_backoff_us": (
+            None if run.retry_policy.max_backoff is None else run.retry_policy.max_backoff // _US
+        ),
+        "next_attempt_at": _opt_us_or_zero(run.next_attempt_at),
         "topic": run.event_delivery.topic or None,
         "topic_attributes": dumps(run.event_delivery.attributes),
         "op_definition": run.op_definition or None,
+        "definition_version": run.definition_version or None,
         "current_attempt": run.current_attempt,
         "last_seq": run.last_seq,
         "created_at": to_us(run.created_at),
@@ -74,6 +88,7 @@ def run_changes(run: Run) -> dict[str, Any]:
         "current_attempt": run.current_attempt,
         "last_seq": run.last_seq,
         "updated_at": to_us(run.updated_at),
+        "next_attempt_at": _opt_us_or_zero(run.next_attempt_at),
     }
 
 
@@ -143,17 +158,28 @@ def run_from_rows(run_row: Mapping[Any, Any], attempt_row: Mapping[Any, Any]) ->
             vram_mb=run_row["vram_mb"],
             gpu_id=run_row["gpu_id"],
         ),
-        retry_policy=RetryPolicy(max_attempts=run_row["max_attempts"]),
+        retry_policy=RetryPolicy(
+            max_attempts=run_row["max_attempts"],
+            initial_backoff=timedelta(microseconds=run_row["initial_backoff_us"]),
+            backoff_multiplier=run_row["backoff_multiplier"],
+            max_backoff=(
+                None
+                if run_row["max_backoff_us"] is None
+                else timedelta(microseconds=run_row["max_backoff_us"])
+            ),
+        ),
         event_delivery=EventDelivery(
             topic=run_row["topic"] or "", attributes=loads(run_row["topic_attributes"])
         ),
         op_definition=run_row["op_definition"] or "",
+        definition_version=run_row["definition_version"] or "",
         request_id=run_row["request_id"] or "",
         current_attempt=run_row["current_attempt"],
         last_seq=run_row["last_seq"],
         created_at=from_us(run_row["created_at"]),
         updated_at=from_us(run_row["updated_at"]),
         attempt=attempt_from_row(attempt_row),
+        next_attempt_at=from_us(run_row["next_attempt_at"]) if run_row["next_attempt_at"] else None,
     )
 
 

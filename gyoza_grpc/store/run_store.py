@@ -81,10 +81,12 @@ class RunStore:
         *,
         clock: Clock = utc_now,
         on_events: EventsCommitted | None = None,
+        on_created: Callable[[Run], None] | None = None,
     ) -> None:
         self._engines = engines
         self._clock = clock
         self._on_events = on_events
+        self._on_created = on_created
         # SQLite has one writer at a time: queue writers here rather than in busy waits.
         self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if engines.is_sqlite else contextlib.nullcontext()
@@ -109,10 +111,35 @@ class RunStore:
         if new_events and self._on_events is not None:
             self._on_events(run, new_events, published)
 
+    # -- for sibling stores (workers, definitions) that change runs in their own transactions
+
+    def clock(self) -> datetime:
+        return self._clock()
+
+    def write_transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite, behind the writer lock)."""
+        return self._write()
+
+    def read_transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._read()
+
+    async def load_run(self, conn: AsyncConnection, run_id: str) -> Run:
+        """The run with its current attempt, its row locked until the transaction ends."""
+        return await self._load_run(conn, run_id, lock=True)
+
+    async def write_transition(
+        self, conn: AsyncConnection, before: Run, t: Transition
+    ) -> list[TopicEvent]:
+        return await self._write_transition(conn, before, t)
+
+    def notify(self, t: Transition, published: Sequence[TopicEvent]) -> None:
+        """Tell listeners about a committed transition (call after commit only)."""
+        self._notify(t.run, t.events, published)
+
     # -- queries ---------------------------------------------------------------------------
 
     async def _load_run(self, conn: AsyncConnection, run_id: str, *, lock: bool) -> Run:
-        if False:
+        if lock and not self._engines.is_sqlite:
             # Lock the run row alone, then read it with its attempt in a new statement (a new
             # READ COMMITTED snapshot). A FOR UPDATE join that waited for a concurrent writer
             # re-checks the run row but keeps the old snapshot's attempt row: the join then
@@ -122,8 +149,6 @@ class RunStore:
             if (await conn.execute(locked)).first() is None:
                 raise run_not_found(run_id)
         stmt = _RUN_WITH_ATTEMPT.where(runs.c.id == run_id)
-        if lock:
-            stmt = stmt.with_for_update(of=runs)
         row = (await conn.execute(stmt)).first()
         if row is None:
             raise run_not_found(run_id)
@@ -158,6 +183,8 @@ class RunStore:
                         await self._ensure_topic(conn, run.event_delivery.topic)
                     await conn.execute(runs.insert().values(rows.run_values(run, request_hash)))
                     await conn.execute(attempts.insert().values(rows.attempt_values(run.attempt)))
+                if self._on_created is not None:
+                    self._on_created(run)
                 return run, True
             except IntegrityError:
                 # A concurrent create with the same request_id won the race: look again.

@@ -33,10 +33,17 @@ runs = sa.Table(
     sa.Column("vram_mb", sa.Integer, nullable=True),
     sa.Column("gpu_id", sa.Integer, nullable=True),
     sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("initial_backoff_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("backoff_multiplier", sa.Float, nullable=False, server_default="1"),
+    sa.Column("max_backoff_us", sa.BigInteger, nullable=True),
+    # A PENDING run is claimable once next_attempt_at <= now (0: at once).
+    sa.Column("next_attempt_at", sa.BigInteger, nullable=False, server_default="0"),
     # NULL when the run publishes to no topic, so the topic index stays small.
     sa.Column("topic", sa.String(256), nullable=True),
     sa.Column("topic_attributes", sa.Text, nullable=False),
     sa.Column("op_definition", sa.String(256), nullable=True),
+    # The op_definition version the run was made from; NULL for ad-hoc runs.
+    sa.Column("definition_version", sa.String(128), nullable=True),
     sa.Column("current_attempt", sa.Integer, nullable=False),
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
@@ -47,6 +54,8 @@ runs = sa.Table(
     sa.Index("ix_runs_op_definition_created", "op_definition", "created_at", "id"),
     sa.Index("ix_runs_topic_created", "topic", "created_at", "id"),
     sa.Index("uq_runs_request_id", "request_id", unique=True),
+    # ClaimRuns: PENDING runs by priority (higher first), then oldest.
+    sa.Index("ix_runs_claim", "state", sa.text("priority DESC"), "created_at", "id"),
 )
 
 attempts = sa.Table(
@@ -65,6 +74,8 @@ attempts = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("started_at", sa.BigInteger, nullable=True),
     sa.Column("finished_at", sa.BigInteger, nullable=True),
+    # What a worker holds: its attempts whose run is ASSIGNED or RUNNING.
+    sa.Index("ix_attempts_worker", "worker_id", "state"),
 )
 
 events = sa.Table(
@@ -98,4 +109,47 @@ topic_events = sa.Table(
     sa.Column("run_id", sa.String(36), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.ForeignKeyConstraint(["run_id", "seq"], ["events.run_id", "events.seq"]),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("worker_id", sa.String(256), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("cpu", sa.Integer, nullable=False),
+    sa.Column("ram_mb", sa.Integer, nullable=False),
+    # [{"gpu_id": 0, "vram_mb": 24000}, ...]
+    sa.Column("gpus", sa.Text, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("registered_at", sa.BigInteger, nullable=False),
+    sa.Column("last_heartbeat", sa.BigInteger, nullable=False),
+    sa.Column("lease_expires_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_workers_state_lease", "state", "lease_expires_at"),
+)
+
+# One row per (name, version) of an op definition; a version is immutable once added.
+# version_key is the version's semver precedence as bytes (domain.definitions.Version.key):
+# byte order is semver order on both backends (BLOB / bytea), so the latest version of a name
+# is the first row of ix_definitions_name_version_key in descending order. Deleting sets
+# `deleted` (runs made from a version keep naming it; re-adding the same body restores it).
+# Names collate bytewise on PostgreSQL too, so ListDefinitions pages in the same order there.
+definitions = sa.Table(
+    "definitions",
+    metadata,
+    sa.Column(
+        "name",
+        sa.String(128).with_variant(sa.String(128, collation="C"), "postgresql"),
+        primary_key=True,
+    ),
+    sa.Column("version", sa.String(128), primary_key=True),
+    sa.Column("version_key", sa.LargeBinary, nullable=False),
+    # The definition (image, specs, constraints, retry policy, event delivery) as JSON.
+    sa.Column("body", sa.Text, nullable=False),
+    # domain.definitions.definition_fingerprint: the same version re-sent with the same body
+    # is a no-op; with another body, ALREADY_EXISTS.
+    sa.Column("body_hash", sa.String(64), nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_definitions_name_version_key", "name", "version_key", unique=True),
 )

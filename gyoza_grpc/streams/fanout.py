@@ -30,10 +30,34 @@ def topic_key(topic: str) -> Key:
     return ("topic", topic)
 
 
-class Subscription:
-    """One watcher's mailbox for one run or topic."""
+# A quiet-interval timer that fires this early still counts (the loop runs a timer up to its
+# clock resolution early).
+_TIMER_SLACK_S = 0.001
 
-    __slots__ = ("buffer", "closed", "key", "limit", "overflowed", "wakeup")
+
+class Subscription:
+    """One watcher's mailbox for one run or topic.
+
+    The watcher waits on `wakeup`; `offer` sets it, and so does the quiet-interval timer (with
+    `quiet` set) when a wait has lasted the heartbeat interval. One timer serves many waits: it
+    is armed when none is pending and, when it fires early (the watcher was woken meanwhile and
+    is waiting again), moves itself to the current wait's deadline, so a busy stream does not
+    schedule and cancel a timer per event.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_loop",
+        "_timer",
+        "_waiting",
+        "buffer",
+        "closed",
+        "key",
+        "limit",
+        "overflowed",
+        "quiet",
+        "wakeup",
+    )
 
     def __init__(self, key: Key, limit: int) -> None:
         self.key = key
@@ -41,7 +65,12 @@ class Subscription:
         self.buffer: deque[Any] = deque()
         self.overflowed = False
         self.closed = False
+        self.quiet = False
         self.wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._waiting = False
 
     def offer(self, events: Sequence[Any]) -> None:
         if not self.overflowed:
@@ -57,8 +86,36 @@ class Subscription:
         items, overflowed = list(self.buffer), self.overflowed
         self.buffer.clear()
         self.overflowed = False
+        self.quiet = False
+        self._waiting = False
         self.wakeup.clear()
         return items, overflowed
+
+    def start_quiet_timer(self, interval_s: float) -> None:
+        """The watcher is about to wait: wake it with `quiet` set after `interval_s`."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + interval_s
+        self._waiting = True
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._waiting or self.wakeup.is_set():
+            return  # not waiting: the next wait arms a timer of its own
+        assert self._loop is not None
+        if self._loop.time() + _TIMER_SLACK_S >= self._deadline:
+            self.quiet = True
+            self.wakeup.set()
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class FanOut:
@@ -82,6 +139,7 @@ class FanOut:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        sub.cancel_timer()
         subs = self._subs.get(sub.key)
         if subs is None:
             return

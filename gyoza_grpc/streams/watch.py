@@ -13,7 +13,6 @@ never ends by itself.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from gyoza_grpc.domain.errors import Unavailable
 from gyoza_grpc.domain.model import Event, TopicEvent
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.streams.fanout import FanOut, Subscription, run_key, topic_key
+from gyoza_grpc.streams.memo import Memo
 
 DEFAULT_HEARTBEAT_S = 15.0
 _READ_CHUNK = 1000
@@ -64,6 +64,11 @@ def _never(_: TopicEvent) -> bool:
     return False
 
 
+def _wire_size(message: Any) -> int:
+    size = getattr(message, "ByteSize", None)
+    return int(size()) if size is not None else 0
+
+
 class EventWatcher:
     def __init__(
         self,
@@ -77,6 +82,9 @@ class EventWatcher:
         self._fanout = fanout
         self._heartbeat_s = heartbeat_s
         self._clock = clock
+        # The wire message of each delivered item, built once for all of its watchers by the
+        # API layer (keys: ("run", run_id, seq) and ("topic", topic, cursor)).
+        self.wire: Memo[tuple[str, str, int], Any] = Memo(size=_wire_size)
 
     async def watch(self, run_id: str, after: int | None) -> AsyncIterator[Event | Heartbeat]:
         """A run's events after `after` (all when None), live until the run ends."""
@@ -161,19 +169,17 @@ class EventWatcher:
     async def _next_batch(self, sub: Subscription, cursor: int) -> _Batch | None:
         """Live items after a wake-up; None when the quiet interval passed first."""
         if not sub.wakeup.is_set():
-            try:
-                async with asyncio.timeout(self._heartbeat_s):
-                    await sub.wakeup.wait()
-            except TimeoutError:
-                pass
+            sub.start_quiet_timer(self._heartbeat_s)
+            await sub.wakeup.wait()
         if sub.closed:
             raise Unavailable(
                 f"server is shutting down; resume with after={cursor}",
                 metadata={"after": str(cursor)},
             )
-        if not sub.wakeup.is_set():
-            return None
+        quiet = sub.quiet
         items, overflowed = sub.take()
+        if quiet and not items and not overflowed:
+            return None
         return _Batch(items, overflowed)
 
 

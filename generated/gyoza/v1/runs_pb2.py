@@ -22,80 +22,81 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13gyoza/v1/runs.proto\x12\x08gyoza.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x0b\x43onstraints\x12\x10\n\x03\x63pu\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06ram_mb\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x14\n\x07vram_mb\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06gpu_id\x18\x04 \x01(\x05H\x03\x88\x01\x01\x42\x06\n\x04_cpuB\t\n\x07_ram_mbB\n\n\x08_vram_mbB\t\n\x07_gpu_id\"#\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\"K\n\rEventDelivery\x12\r\n\x05topic\x18\x01 \x01(\t\x12+\n\nattributes\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"q\n\x10\x45xecutionSummary\x12\x13\n\x0b\x64uration_ms\x18\x01 \x01(\x03\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x13\n\x06gpu_id\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_gpu_id\"\x80\x02\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12!\n\x04type\x18\x03 \x01(\x0e\x32\x13.gyoza.v1.EventType\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03msg\x18\x05 \x01(\t\x12\x15\n\x08progress\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12(\n\x07payload\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12!\n\x05state\x18\x08 \x01(\x0e\x32\x12.gyoza.v1.RunState\x12\x0e\n\x06run_id\x18\t \x01(\tB\x0b\n\t_progress\"\xd2\x04\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.gyoza.v1.RunState\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\r\n\x05image\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07outputs\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x0b\x63onstraints\x18\x07 \x01(\x0b\x32\x15.gyoza.v1.Constraints\x12+\n\x0cretry_policy\x18\x08 \x01(\x0b\x32\x15.gyoza.v1.RetryPolicy\x12/\n\x0e\x65vent_delivery\x18\t \x01(\x0b\x32\x17.gyoza.v1.EventDelivery\x12\x15\n\rop_definition\x18\n \x01(\t\x12\x10\n\x08progress\x18\x0b \x01(\x05\x12\x17\n\x0f\x63urrent_attempt\x18\x0c \x01(\x05\x12\x35\n\x11\x65xecution_summary\x18\r \x01(\x0b\x32\x1a.gyoza.v1.ExecutionSummary\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x06\x65vents\x18\x10 \x03(\x0b\x32\x0f.gyoza.v1.Event\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12\x10\n\x08last_seq\x18\x12 \x01(\x03\"\xb2\x03\n\x07\x41ttempt\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.gyoza.v1.RunState\x12\x10\n\x08progress\x18\x05 \x01(\x05\x12\'\n\x06inputs\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07outputs\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x11\x65xecution_summary\x18\x08 \x01(\x0b\x32\x1a.gyoza.v1.ExecutionSummary\x12*\n\x0b\x63onstraints\x18\t \x01(\x0b\x32\x15.gyoza.v1.Constraints\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x02\n\x10\x43reateRunRequest\x12\r\n\x05image\x18\x01 \x01(\t\x12\x15\n\x08priority\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\'\n\x06inputs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x0b\x63onstraints\x18\x04 \x01(\x0b\x32\x15.gyoza.v1.Constraints\x12+\n\x0cretry_policy\x18\x05 \x01(\x0b\x32\x15.gyoza.v1.RetryPolicy\x12/\n\x0e\x65vent_delivery\x18\x06 \x01(\x0b\x32\x17.gyoza.v1.EventDelivery\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x0b\n\t_priority\"/\n\x11\x43reateRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"<\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x04view\x18\x02 \x01(\x0e\x32\x11.gyoza.v1.RunView\",\n\x0eGetRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"\x8a\x03\n\x0fListRunsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x16\n\x0estarting_after\x18\x02 \x01(\t\x12\x15\n\rending_before\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.gyoza.v1.RunState\x12\x15\n\rop_definition\x18\x05 \x01(\t\x12\r\n\x05image\x18\x06 \x01(\t\x12\r\n\x05topic\x18\x07 \x01(\t\x12/\n\x0b\x63reated_gte\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reated_lte\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_gt\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_lt\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04view\x18\x0c \x01(\x0e\x32\x11.gyoza.v1.RunView\"A\n\x10ListRunsResponse\x12\x1b\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\r.gyoza.v1.Run\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\xcf\x01\n\x10UpdateRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x12.gyoza.v1.RunStateH\x00\x88\x01\x01\x12(\n\x07outputs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\x08priority\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x08\n\x06_stateB\x0b\n\t_priority\"/\n\x11UpdateRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\".\n\x10\x43\x61ncelRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\x11\x43\x61ncelRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"\x1d\n\x0fRetryRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\".\n\x10RetryRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"\xc1\x01\n\x0f\x41\x64\x64\x45ventRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.gyoza.v1.EventType\x12\x0b\n\x03msg\x18\x03 \x01(\t\x12\x15\n\x08progress\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x07\x61ttempt\x18\x06 \x01(\x05H\x01\x88\x01\x01\x42\x0b\n\t_progressB\n\n\x08_attempt\"N\n\x10\x41\x64\x64\x45ventResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\x12\x1e\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0f.gyoza.v1.Event\"a\n\x11ListEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\x05\x61\x66ter\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\r\n\x05limit\x18\x04 \x01(\x05\x42\x08\n\x06_after\"G\n\x12ListEventsResponse\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.gyoza.v1.Event\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"%\n\x13ListAttemptsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\";\n\x14ListAttemptsResponse\x12#\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x11.gyoza.v1.Attempt\"B\n\x12WatchEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\x05\x61\x66ter\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x08\n\x06_after\"N\n\tHeartbeat\x12\x10\n\x08last_seq\x18\x01 \x01(\x03\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x13WatchEventsResponse\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0f.gyoza.v1.EventH\x00\x12(\n\theartbeat\x18\x02 \x01(\x0b\x32\x13.gyoza.v1.HeartbeatH\x00\x42\x06\n\x04item*\xb3\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x16\n\x12RUN_STATE_ASSIGNED\x10\x02\x12\x15\n\x11RUN_STATE_RUNNING\x10\x03\x12\x17\n\x13RUN_STATE_COMPLETED\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06*\xff\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_ASSIGNED\x10\x01\x12\x16\n\x12\x45VENT_TYPE_STARTED\x10\x02\x12\x13\n\x0f\x45VENT_TYPE_INFO\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PROGRESS\x10\x04\x12\x18\n\x14\x45VENT_TYPE_COMPLETED\x10\x05\x12\x15\n\x11\x45VENT_TYPE_FAILED\x10\x06\x12\x18\n\x14\x45VENT_TYPE_CANCELLED\x10\x07\x12\x14\n\x10\x45VENT_TYPE_ERROR\x10\x08\x12\x16\n\x12\x45VENT_TYPE_RETRIED\x10\t*J\n\x07RunView\x12\x18\n\x14RUN_VIEW_UNSPECIFIED\x10\x00\x12\x12\n\x0eRUN_VIEW_BASIC\x10\x01\x12\x11\n\rRUN_VIEW_FULL\x10\x02\x32\xca\x05\n\nRunService\x12\x44\n\tCreateRun\x12\x1a.gyoza.v1.CreateRunRequest\x1a\x1b.gyoza.v1.CreateRunResponse\x12;\n\x06GetRun\x12\x17.gyoza.v1.GetRunRequest\x1a\x18.gyoza.v1.GetRunResponse\x12\x41\n\x08ListRuns\x12\x19.gyoza.v1.ListRunsRequest\x1a\x1a.gyoza.v1.ListRunsResponse\x12\x44\n\tUpdateRun\x12\x1a.gyoza.v1.UpdateRunRequest\x1a\x1b.gyoza.v1.UpdateRunResponse\x12\x44\n\tCancelRun\x12\x1a.gyoza.v1.CancelRunRequest\x1a\x1b.gyoza.v1.CancelRunResponse\x12\x41\n\x08RetryRun\x12\x19.gyoza.v1.RetryRunRequest\x1a\x1a.gyoza.v1.RetryRunResponse\x12\x41\n\x08\x41\x64\x64\x45vent\x12\x19.gyoza.v1.AddEventRequest\x1a\x1a.gyoza.v1.AddEventResponse\x12G\n\nListEvents\x12\x1b.gyoza.v1.ListEventsRequest\x1a\x1c.gyoza.v1.ListEventsResponse\x12M\n\x0cListAttempts\x12\x1d.gyoza.v1.ListAttemptsRequest\x1a\x1e.gyoza.v1.ListAttemptsResponse\x12L\n\x0bWatchEvents\x12\x1c.gyoza.v1.WatchEventsRequest\x1a\x1d.gyoza.v1.WatchEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13gyoza/v1/runs.proto\x12\x08gyoza.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x0b\x43onstraints\x12\x10\n\x03\x63pu\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06ram_mb\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x14\n\x07vram_mb\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06gpu_id\x18\x04 \x01(\x05H\x03\x88\x01\x01\x42\x06\n\x04_cpuB\t\n\x07_ram_mbB\n\n\x08_vram_mbB\t\n\x07_gpu_id\"\xa3\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\rEventDelivery\x12\r\n\x05topic\x18\x01 \x01(\t\x12+\n\nattributes\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"q\n\x10\x45xecutionSummary\x12\x13\n\x0b\x64uration_ms\x18\x01 \x01(\x03\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x13\n\x06gpu_id\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_gpu_id\"\x80\x02\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12!\n\x04type\x18\x03 \x01(\x0e\x32\x13.gyoza.v1.EventType\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03msg\x18\x05 \x01(\t\x12\x15\n\x08progress\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12(\n\x07payload\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12!\n\x05state\x18\x08 \x01(\x0e\x32\x12.gyoza.v1.RunState\x12\x0e\n\x06run_id\x18\t \x01(\tB\x0b\n\t_progress\"\xa3\x05\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.gyoza.v1.RunState\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\r\n\x05image\x18\x04 \x01(\t\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07outputs\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x0b\x63onstraints\x18\x07 \x01(\x0b\x32\x15.gyoza.v1.Constraints\x12+\n\x0cretry_policy\x18\x08 \x01(\x0b\x32\x15.gyoza.v1.RetryPolicy\x12/\n\x0e\x65vent_delivery\x18\t \x01(\x0b\x32\x17.gyoza.v1.EventDelivery\x12\x15\n\rop_definition\x18\n \x01(\t\x12\x10\n\x08progress\x18\x0b \x01(\x05\x12\x17\n\x0f\x63urrent_attempt\x18\x0c \x01(\x05\x12\x35\n\x11\x65xecution_summary\x18\r \x01(\x0b\x32\x1a.gyoza.v1.ExecutionSummary\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x06\x65vents\x18\x10 \x03(\x0b\x32\x0f.gyoza.v1.Event\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12\x10\n\x08last_seq\x18\x12 \x01(\x03\x12\x1a\n\x12\x64\x65\x66inition_version\x18\x13 \x01(\t\x12\x33\n\x0fnext_attempt_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x03\n\x07\x41ttempt\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.gyoza.v1.RunState\x12\x10\n\x08progress\x18\x05 \x01(\x05\x12\'\n\x06inputs\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07outputs\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x11\x65xecution_summary\x18\x08 \x01(\x0b\x32\x1a.gyoza.v1.ExecutionSummary\x12*\n\x0b\x63onstraints\x18\t \x01(\x0b\x32\x15.gyoza.v1.Constraints\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x02\n\x10\x43reateRunRequest\x12\r\n\x05image\x18\x01 \x01(\t\x12\x15\n\x08priority\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\'\n\x06inputs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x0b\x63onstraints\x18\x04 \x01(\x0b\x32\x15.gyoza.v1.Constraints\x12+\n\x0cretry_policy\x18\x05 \x01(\x0b\x32\x15.gyoza.v1.RetryPolicy\x12/\n\x0e\x65vent_delivery\x18\x06 \x01(\x0b\x32\x17.gyoza.v1.EventDelivery\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x0b\n\t_priority\"/\n\x11\x43reateRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"<\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1f\n\x04view\x18\x02 \x01(\x0e\x32\x11.gyoza.v1.RunView\",\n\x0eGetRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"\x8a\x03\n\x0fListRunsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x16\n\x0estarting_after\x18\x02 \x01(\t\x12\x15\n\rending_before\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.gyoza.v1.RunState\x12\x15\n\rop_definition\x18\x05 \x01(\t\x12\r\n\x05image\x18\x06 \x01(\t\x12\r\n\x05topic\x18\x07 \x01(\t\x12/\n\x0b\x63reated_gte\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reated_lte\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_gt\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_lt\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04view\x18\x0c \x01(\x0e\x32\x11.gyoza.v1.RunView\"A\n\x10ListRunsResponse\x12\x1b\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\r.gyoza.v1.Run\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\xcf\x01\n\x10UpdateRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x12.gyoza.v1.RunStateH\x00\x88\x01\x01\x12(\n\x07outputs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\x08priority\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x08\n\x06_stateB\x0b\n\t_priority\"/\n\x11UpdateRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\".\n\x10\x43\x61ncelRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\x11\x43\x61ncelRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"\x1d\n\x0fRetryRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\".\n\x10RetryRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"\xc1\x01\n\x0f\x41\x64\x64\x45ventRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.gyoza.v1.EventType\x12\x0b\n\x03msg\x18\x03 \x01(\t\x12\x15\n\x08progress\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x07\x61ttempt\x18\x06 \x01(\x05H\x01\x88\x01\x01\x42\x0b\n\t_progressB\n\n\x08_attempt\"N\n\x10\x41\x64\x64\x45ventResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\x12\x1e\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0f.gyoza.v1.Event\"a\n\x11ListEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\x05\x61\x66ter\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\r\n\x05limit\x18\x04 \x01(\x05\x42\x08\n\x06_after\"G\n\x12ListEventsResponse\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.gyoza.v1.Event\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"%\n\x13ListAttemptsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\";\n\x14ListAttemptsResponse\x12#\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x11.gyoza.v1.Attempt\"B\n\x12WatchEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\x05\x61\x66ter\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x08\n\x06_after\"N\n\tHeartbeat\x12\x10\n\x08last_seq\x18\x01 \x01(\x03\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x13WatchEventsResponse\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0f.gyoza.v1.EventH\x00\x12(\n\theartbeat\x18\x02 \x01(\x0b\x32\x13.gyoza.v1.HeartbeatH\x00\x42\x06\n\x04item*\xb3\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x16\n\x12RUN_STATE_ASSIGNED\x10\x02\x12\x15\n\x11RUN_STATE_RUNNING\x10\x03\x12\x17\n\x13RUN_STATE_COMPLETED\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06*\xff\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_ASSIGNED\x10\x01\x12\x16\n\x12\x45VENT_TYPE_STARTED\x10\x02\x12\x13\n\x0f\x45VENT_TYPE_INFO\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PROGRESS\x10\x04\x12\x18\n\x14\x45VENT_TYPE_COMPLETED\x10\x05\x12\x15\n\x11\x45VENT_TYPE_FAILED\x10\x06\x12\x18\n\x14\x45VENT_TYPE_CANCELLED\x10\x07\x12\x14\n\x10\x45VENT_TYPE_ERROR\x10\x08\x12\x16\n\x12\x45VENT_TYPE_RETRIED\x10\t*J\n\x07RunView\x12\x18\n\x14RUN_VIEW_UNSPECIFIED\x10\x00\x12\x12\n\x0eRUN_VIEW_BASIC\x10\x01\x12\x11\n\rRUN_VIEW_FULL\x10\x02\x32\xca\x05\n\nRunService\x12\x44\n\tCreateRun\x12\x1a.gyoza.v1.CreateRunRequest\x1a\x1b.gyoza.v1.CreateRunResponse\x12;\n\x06GetRun\x12\x17.gyoza.v1.GetRunRequest\x1a\x18.gyoza.v1.GetRunResponse\x12\x41\n\x08ListRuns\x12\x19.gyoza.v1.ListRunsRequest\x1a\x1a.gyoza.v1.ListRunsResponse\x12\x44\n\tUpdateRun\x12\x1a.gyoza.v1.UpdateRunRequest\x1a\x1b.gyoza.v1.UpdateRunResponse\x12\x44\n\tCancelRun\x12\x1a.gyoza.v1.CancelRunRequest\x1a\x1b.gyoza.v1.CancelRunResponse\x12\x41\n\x08RetryRun\x12\x19.gyoza.v1.RetryRunRequest\x1a\x1a.gyoza.v1.RetryRunResponse\x12\x41\n\x08\x41\x64\x64\x45vent\x12\x19.gyoza.v1.AddEventRequest\x1a\x1a.gyoza.v1.AddEventResponse\x12G\n\nListEvents\x12\x1b.gyoza.v1.ListEventsRequest\x1a\x1c.gyoza.v1.ListEventsResponse\x12M\n\x0cListAttempts\x12\x1d.gyoza.v1.ListAttemptsRequest\x1a\x1e.gyoza.v1.ListAttemptsResponse\x12L\n\x0bWatchEvents\x12\x1c.gyoza.v1.WatchEventsRequest\x1a\x1d.gyoza.v1.WatchEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gyoza.v1.runs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATE']._serialized_start=3923
-  _globals['_RUNSTATE']._serialized_end=4102
-  _globals['_EVENTTYPE']._serialized_start=4105
-  _globals['_EVENTTYPE']._serialized_end=4360
-  _globals['_RUNVIEW']._serialized_start=4362
-  _globals['_RUNVIEW']._serialized_end=4436
-  _globals['_CONSTRAINTS']._serialized_start=131
-  _globals['_CONSTRAINTS']._serialized_end=268
-  _globals['_RETRYPOLICY']._serialized_start=270
-  _globals['_RETRYPOLICY']._serialized_end=305
-  _globals['_EVENTDELIVERY']._serialized_start=307
-  _globals['_EVENTDELIVERY']._serialized_end=382
-  _globals['_EXECUTIONSUMMARY']._serialized_start=384
-  _globals['_EXECUTIONSUMMARY']._serialized_end=497
-  _globals['_EVENT']._serialized_start=500
-  _globals['_EVENT']._serialized_end=756
-  _globals['_RUN']._serialized_start=759
-  _globals['_RUN']._serialized_end=1353
-  _globals['_ATTEMPT']._serialized_start=1356
-  _globals['_ATTEMPT']._serialized_end=1790
-  _globals['_CREATERUNREQUEST']._serialized_start=1793
-  _globals['_CREATERUNREQUEST']._serialized_end=2061
-  _globals['_CREATERUNRESPONSE']._serialized_start=2063
-  _globals['_CREATERUNRESPONSE']._serialized_end=2110
-  _globals['_GETRUNREQUEST']._serialized_start=2112
-  _globals['_GETRUNREQUEST']._serialized_end=2172
-  _globals['_GETRUNRESPONSE']._serialized_start=2174
-  _globals['_GETRUNRESPONSE']._serialized_end=2218
-  _globals['_LISTRUNSREQUEST']._serialized_start=2221
-  _globals['_LISTRUNSREQUEST']._serialized_end=2615
-  _globals['_LISTRUNSRESPONSE']._serialized_start=2617
-  _globals['_LISTRUNSRESPONSE']._serialized_end=2682
-  _globals['_UPDATERUNREQUEST']._serialized_start=2685
-  _globals['_UPDATERUNREQUEST']._serialized_end=2892
-  _globals['_UPDATERUNRESPONSE']._serialized_start=2894
-  _globals['_UPDATERUNRESPONSE']._serialized_end=2941
-  _globals['_CANCELRUNREQUEST']._serialized_start=2943
-  _globals['_CANCELRUNREQUEST']._serialized_end=2989
-  _globals['_CANCELRUNRESPONSE']._serialized_start=2991
-  _globals['_CANCELRUNRESPONSE']._serialized_end=3038
-  _globals['_RETRYRUNREQUEST']._serialized_start=3040
-  _globals['_RETRYRUNREQUEST']._serialized_end=3069
-  _globals['_RETRYRUNRESPONSE']._serialized_start=3071
-  _globals['_RETRYRUNRESPONSE']._serialized_end=3117
-  _globals['_ADDEVENTREQUEST']._serialized_start=3120
-  _globals['_ADDEVENTREQUEST']._serialized_end=3313
-  _globals['_ADDEVENTRESPONSE']._serialized_start=3315
-  _globals['_ADDEVENTRESPONSE']._serialized_end=3393
-  _globals['_LISTEVENTSREQUEST']._serialized_start=3395
-  _globals['_LISTEVENTSREQUEST']._serialized_end=3492
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=3494
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=3565
-  _globals['_LISTATTEMPTSREQUEST']._serialized_start=3567
-  _globals['_LISTATTEMPTSREQUEST']._serialized_end=3604
-  _globals['_LISTATTEMPTSRESPONSE']._serialized_start=3606
-  _globals['_LISTATTEMPTSRESPONSE']._serialized_end=3665
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=3667
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=3733
-  _globals['_HEARTBEAT']._serialized_start=3735
-  _globals['_HEARTBEAT']._serialized_end=3813
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=3815
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=3920
-  _globals['_RUNSERVICE']._serialized_start=4439
-  _globals['_RUNSERVICE']._serialized_end=5153
+  _globals['_RUNSTATE']._serialized_start=4165
+  _globals['_RUNSTATE']._serialized_end=4344
+  _globals['_EVENTTYPE']._serialized_start=4347
+  _globals['_EVENTTYPE']._serialized_end=4602
+  _globals['_RUNVIEW']._serialized_start=4604
+  _globals['_RUNVIEW']._serialized_end=4678
+  _globals['_CONSTRAINTS']._serialized_start=163
+  _globals['_CONSTRAINTS']._serialized_end=300
+  _globals['_RETRYPOLICY']._serialized_start=303
+  _globals['_RETRYPOLICY']._serialized_end=466
+  _globals['_EVENTDELIVERY']._serialized_start=468
+  _globals['_EVENTDELIVERY']._serialized_end=543
+  _globals['_EXECUTIONSUMMARY']._serialized_start=545
+  _globals['_EXECUTIONSUMMARY']._serialized_end=658
+  _globals['_EVENT']._serialized_start=661
+  _globals['_EVENT']._serialized_end=917
+  _globals['_RUN']._serialized_start=920
+  _globals['_RUN']._serialized_end=1595
+  _globals['_ATTEMPT']._serialized_start=1598
+  _globals['_ATTEMPT']._serialized_end=2032
+  _globals['_CREATERUNREQUEST']._serialized_start=2035
+  _globals['_CREATERUNREQUEST']._serialized_end=2303
+  _globals['_CREATERUNRESPONSE']._serialized_start=2305
+  _globals['_CREATERUNRESPONSE']._serialized_end=2352
+  _globals['_GETRUNREQUEST']._serialized_start=2354
+  _globals['_GETRUNREQUEST']._serialized_end=2414
+  _globals['_GETRUNRESPONSE']._serialized_start=2416
+  _globals['_GETRUNRESPONSE']._serialized_end=2460
+  _globals['_LISTRUNSREQUEST']._serialized_start=2463
+  _globals['_LISTRUNSREQUEST']._serialized_end=2857
+  _globals['_LISTRUNSRESPONSE']._serialized_start=2859
+  _globals['_LISTRUNSRESPONSE']._serialized_end=2924
+  _globals['_UPDATERUNREQUEST']._serialized_start=2927
+  _globals['_UPDATERUNREQUEST']._serialized_end=3134
+  _globals['_UPDATERUNRESPONSE']._serialized_start=3136
+  _globals['_UPDATERUNRESPONSE']._serialized_end=3183
+  _globals['_CANCELRUNREQUEST']._serialized_start=3185
+  _globals['_CANCELRUNREQUEST']._serialized_end=3231
+  _globals['_CANCELRUNRESPONSE']._serialized_start=3233
+  _globals['_CANCELRUNRESPONSE']._serialized_end=3280
+  _globals['_RETRYRUNREQUEST']._serialized_start=3282
+  _globals['_RETRYRUNREQUEST']._serialized_end=3311
+  _globals['_RETRYRUNRESPONSE']._serialized_start=3313
+  _globals['_RETRYRUNRESPONSE']._serialized_end=3359
+  _globals['_ADDEVENTREQUEST']._serialized_start=3362
+  _globals['_ADDEVENTREQUEST']._serialized_end=3555
+  _globals['_ADDEVENTRESPONSE']._serialized_start=3557
+  _globals['_ADDEVENTRESPONSE']._serialized_end=3635
+  _globals['_LISTEVENTSREQUEST']._serialized_start=3637
+  _globals['_LISTEVENTSREQUEST']._serialized_end=3734
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=3736
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=3807
+  _globals['_LISTATTEMPTSREQUEST']._serialized_start=3809
+  _globals['_LISTATTEMPTSREQUEST']._serialized_end=3846
+  _globals['_LISTATTEMPTSRESPONSE']._serialized_start=3848
+  _globals['_LISTATTEMPTSRESPONSE']._serialized_end=3907
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=3909
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=3975
+  _globals['_HEARTBEAT']._serialized_start=3977
+  _globals['_HEARTBEAT']._serialized_end=4055
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=4057
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=4162
+  _globals['_RUNSERVICE']._serialized_start=4681
+  _globals['_RUNSERVICE']._serialized_end=5395
 # @@protoc_insertion_point(module_scope)

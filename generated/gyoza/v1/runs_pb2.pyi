@@ -8,6 +8,7 @@ attempts and an append-only timeline of events.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -162,16 +163,32 @@ class RetryPolicy(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    INITIAL_BACKOFF_FIELD_NUMBER: _builtins.int
+    BACKOFF_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    MAX_BACKOFF_FIELD_NUMBER: _builtins.int
     max_attempts: _builtins.int
     """Total attempts allowed, the first included; 0 means 1."""
+    backoff_multiplier: _builtins.float
+    """Each further automatic retry waits this many times longer; 0 means 1."""
+    @_builtins.property
+    def initial_backoff(self) -> _duration_pb2.Duration:
+        """Delay before the first automatic retry; unset: retry at once."""
+
+    @_builtins.property
+    def max_backoff(self) -> _duration_pb2.Duration:
+        """Upper bound of the delay; unset: no bound."""
+
     def __init__(
         self,
         *,
         max_attempts: _builtins.int = ...,
+        initial_backoff: _duration_pb2.Duration | None = ...,
+        backoff_multiplier: _builtins.float = ...,
+        max_backoff: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["initial_backoff", b"initial_backoff", "max_backoff", b"max_backoff"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_attempts", b"max_attempts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff_multiplier", b"backoff_multiplier", "initial_backoff", b"initial_backoff", "max_attempts", b"max_attempts", "max_backoff", b"max_backoff"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,6 +331,8 @@ class Run(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LAST_SEQ_FIELD_NUMBER: _builtins.int
+    DEFINITION_VERSION_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___RunState.ValueType
     priority: _builtins.int
@@ -328,6 +347,8 @@ class Run(_message.Message):
     """The request_id it was created with, if any."""
     last_seq: _builtins.int
     """seq of the run's latest event; -1 before the first."""
+    definition_version: _builtins.str
+    """The version of op_definition the run was made from; empty for ad-hoc runs."""
     @_builtins.property
     def inputs(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -352,6 +373,10 @@ class Run(_message.Message):
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
         """The current attempt's events; filled only for RUN_VIEW_FULL."""
 
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """A PENDING run is not claimable before this time (an automatic retry's backoff)."""
+
     def __init__(
         self,
         *,
@@ -373,10 +398,12 @@ class Run(_message.Message):
         events: _abc.Iterable[Global___Event] | None = ...,
         request_id: _builtins.str = ...,
         last_seq: _builtins.int = ...,
+        definition_version: _builtins.str = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "created_at", b"created_at", "event_delivery", b"event_delivery", "execution_summary", b"execution_summary", "inputs", b"inputs", "outputs", b"outputs", "retry_policy", b"retry_policy", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "created_at", b"created_at", "event_delivery", b"event_delivery", "execution_summary", b"execution_summary", "inputs", b"inputs", "next_attempt_at", b"next_attempt_at", "outputs", b"outputs", "retry_policy", b"retry_policy", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "created_at", b"created_at", "current_attempt", b"current_attempt", "event_delivery", b"event_delivery", "events", b"events", "execution_summary", b"execution_summary", "id", b"id", "image", b"image", "inputs", b"inputs", "last_seq", b"last_seq", "op_definition", b"op_definition", "outputs", b"outputs", "priority", b"priority", "progress", b"progress", "request_id", b"request_id", "retry_policy", b"retry_policy", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "created_at", b"created_at", "current_attempt", b"current_attempt", "definition_version", b"definition_version", "event_delivery", b"event_delivery", "events", b"events", "execution_summary", b"execution_summary", "id", b"id", "image", b"image", "inputs", b"inputs", "last_seq", b"last_seq", "next_attempt_at", b"next_attempt_at", "op_definition", b"op_definition", "outputs", b"outputs", "priority", b"priority", "progress", b"progress", "request_id", b"request_id", "retry_policy", b"retry_policy", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

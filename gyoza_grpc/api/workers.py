@@ -1,0 +1,151 @@
+"""WorkerService: heartbeats, claims (with long-poll) and the workers' view."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, TypeAlias
+
+import grpc
+
+from gyoza.v1 import workers_pb2, workers_pb2_grpc
+from gyoza_grpc.api import convert
+from gyoza_grpc.api.errors import unary
+from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.placement import Capacity, Gpu
+from gyoza_grpc.domain.workers import HeldAttempt, validate_registration
+from gyoza_grpc.store.worker_store import WorkerDetail, WorkerStore
+from gyoza_grpc.streams.work_signal import WorkSignal
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+MAX_CLAIM = 100
+MAX_WAIT_S = 60.0
+
+
+def _worker_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument.field("worker_id", "must not be empty")
+    return convert.text(value, "worker_id")
+
+
+def _capacity(r: workers_pb2.Resources) -> Capacity:
+    return Capacity(
+        cpu=r.cpu, ram_mb=r.ram_mb, gpus=tuple(Gpu(g.gpu_id, g.vram_mb) for g in r.gpus)
+    )
+
+
+def _resources_pb(c: Capacity) -> workers_pb2.Resources:
+    return workers_pb2.Resources(
+        cpu=c.cpu,
+        ram_mb=c.ram_mb,
+        gpus=[workers_pb2.Gpu(gpu_id=g.gpu_id, vram_mb=g.vram_mb) for g in c.gpus],
+    )
+
+
+_STATE = {
+    "ALIVE": workers_pb2.WORKER_STATE_ALIVE,
+    "EVICTED": workers_pb2.WORKER_STATE_EVICTED,
+}
+
+
+def worker_to_pb(d: WorkerDetail) -> workers_pb2.Worker:
+    w = d.worker
+    return workers_pb2.Worker(
+        worker_id=w.worker_id,
+        state=_STATE[w.state.value],
+        resources=_resources_pb(w.resources),
+        free=_resources_pb(d.free),
+        tags=list(w.tags),
+        last_heartbeat=convert.now_pb(w.last_heartbeat),
+        registered_at=convert.now_pb(w.registered_at),
+        lease_expires_at=convert.now_pb(w.lease_expires_at),
+        held=[workers_pb2.HeldAttempt(run_id=h.run_id, attempt=h.attempt) for h in d.held],
+    )
+
+
+class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, store: WorkerStore, signal: WorkSignal, *, lease_s: int) -> None:
+        self._store = store
+        self._signal = signal
+        self._lease_s = lease_s
+
+    @unary
+    async def Heartbeat(
+        self, request: workers_pb2.HeartbeatRequest, context: Context
+    ) -> workers_pb2.HeartbeatResponse:
+        worker_id = _worker_id(request.worker_id)
+        resources = _capacity(request.resources)
+        tags = [convert.text(t, "tags") for t in request.tags]
+        validate_registration(worker_id, resources, tags)
+        running = [
+            HeldAttempt(convert.text(h.run_id, "running.run_id"), h.attempt)
+            for h in request.running
+        ]
+        orders = await self._store.heartbeat(
+            worker_id, resources, tags, running, timedelta(seconds=self._lease_s)
+        )
+        # New capacity may fit runs that were waiting.
+        self._signal.notify()
+        return workers_pb2.HeartbeatResponse(
+            lease_seconds=self._lease_s,
+            stop=[
+                workers_pb2.StopOrder(run_id=o.run_id, attempt=o.attempt, reason=o.reason)
+                for o in orders
+            ],
+        )
+
+    @unary
+    async def ClaimRuns(
+        self, request: workers_pb2.ClaimRunsRequest, context: Context
+    ) -> workers_pb2.ClaimRunsResponse:
+        worker_id = _worker_id(request.worker_id)
+        violations = []
+        max_runs = request.max_runs or 1
+        if not 1 <= max_runs <= MAX_CLAIM:
+            violations.append(
+                FieldViolation("max_runs", f"must be between 1 and {MAX_CLAIM} (0 means 1)")
+            )
+        wait_s = request.wait.seconds + request.wait.nanos / 1e9
+        if not 0 <= wait_s <= MAX_WAIT_S:
+            violations.append(FieldViolation("wait", f"must be between 0 and {MAX_WAIT_S:g} s"))
+        if violations:
+            raise InvalidArgument.for_fields(violations)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait_s = min(wait_s, max(0.0, remaining - 0.05))  # answer before the deadline
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            version = self._signal.version
+            claimed, next_due = await self._store.claim(worker_id, max_runs)
+            left = deadline - loop.time()
+            if claimed or left <= 0 or self._signal.closed:
+                break
+            timeout = left
+            if next_due is not None:
+                due_in = (next_due - self._store.now).total_seconds()
+                timeout = min(timeout, max(due_in, 0.001))
+            await self._signal.wait(version, timeout)
+        claims = []
+        for c in claimed:
+            claim = workers_pb2.Claim(run=convert.run_to_pb(c.run), attempt=c.run.current_attempt)
+            if c.gpu_id is not None:
+                claim.gpu_id = c.gpu_id
+            claims.append(claim)
+        return workers_pb2.ClaimRunsResponse(claims=claims)
+
+    @unary
+    async def GetWorker(
+        self, request: workers_pb2.GetWorkerRequest, context: Context
+    ) -> workers_pb2.GetWorkerResponse:
+        detail = await self._store.get_worker(_worker_id(request.worker_id))
+        return workers_pb2.GetWorkerResponse(worker=worker_to_pb(detail))
+
+    @unary
+    async def ListWorkers(
+        self, request: workers_pb2.ListWorkersRequest, context: Context
+    ) -> workers_pb2.ListWorkersResponse:
+        return workers_pb2.ListWorkersResponse(
+            workers=[worker_to_pb(d) for d in await self._store.list_workers()]
+        )

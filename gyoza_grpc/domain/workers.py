@@ -1,0 +1,106 @@
+"""Workers as the server sees them, and what a heartbeat tells a worker to stop. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.model import RunState
+from gyoza_grpc.domain.placement import Capacity
+
+MAX_WORKER_ID_LEN = 256
+MAX_TAGS = 64
+
+
+class WorkerState(StrEnum):
+    ALIVE = "ALIVE"
+    EVICTED = "EVICTED"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAttempt:
+    run_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    worker_id: str
+    state: WorkerState
+    resources: Capacity
+    tags: tuple[str, ...]
+    registered_at: datetime
+    last_heartbeat: datetime
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """The little of a run that decides whether a worker may keep executing it."""
+
+    run_id: str
+    state: RunState
+    current_attempt: int
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopOrder:
+    run_id: str
+    attempt: int
+    reason: str
+
+
+def validate_registration(worker_id: str, resources: Capacity, tags: Iterable[str]) -> None:
+    violations: list[FieldViolation] = []
+    if not worker_id:
+        violations.append(FieldViolation("worker_id", "must not be empty"))
+    elif len(worker_id) > MAX_WORKER_ID_LEN:
+        violations.append(
+            FieldViolation("worker_id", f"must be at most {MAX_WORKER_ID_LEN} characters")
+        )
+    if resources.cpu < 0:
+        violations.append(FieldViolation("resources.cpu", "must be >= 0"))
+    if resources.ram_mb < 0:
+        violations.append(FieldViolation("resources.ram_mb", "must be >= 0"))
+    seen: set[int] = set()
+    for i, gpu in enumerate(resources.gpus):
+        if gpu.gpu_id < 0 or gpu.gpu_id in seen:
+            violations.append(
+                FieldViolation(f"resources.gpus[{i}].gpu_id", "must be >= 0 and unique")
+            )
+        seen.add(gpu.gpu_id)
+        if gpu.vram_mb < 0:
+            violations.append(FieldViolation(f"resources.gpus[{i}].vram_mb", "must be >= 0"))
+    if len(list(tags)) > MAX_TAGS:
+        violations.append(FieldViolation("tags", f"at most {MAX_TAGS} tags"))
+    if violations:
+        raise InvalidArgument.for_fields(violations)
+
+
+def stop_orders(
+    worker_id: str, running: Iterable[HeldAttempt], runs: Mapping[str, RunView]
+) -> list[StopOrder]:
+    """The attempts a worker reports executing that it must abandon, and why."""
+    out: list[StopOrder] = []
+    for held in running:
+        view = runs.get(held.run_id)
+        if view is None:
+            reason = "unknown run"
+        elif held.attempt != view.current_attempt:
+            reason = f"superseded by attempt {view.current_attempt}"
+        elif view.state is RunState.CANCELLED:
+            reason = "cancelled"
+        elif view.state.is_terminal:
+            reason = f"run is {view.state}"
+        elif view.state is RunState.PENDING:
+            reason = "reassigned: the run went back to PENDING"
+        elif view.worker_id != worker_id:
+            reason = f"reassigned to worker {view.worker_id or '(none)'}"
+        else:
+            continue
+        out.append(StopOrder(held.run_id, held.attempt, reason))
+    return out

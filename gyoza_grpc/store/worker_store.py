@@ -1,0 +1,335 @@
+"""WorkerStore: heartbeats, claims and evictions, each one transaction.
+
+Claims lock the worker row (so one worker's claims serialise and see its own holdings), then
+take PENDING candidates with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite has one writer), and
+hand each that fits to the state machine as an ASSIGNED event: never one run to two workers.
+Evictions lock the expired worker rows with SKIP LOCKED and re-check them, so sweeps on every
+replica at once never retry a run twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gyoza_grpc.domain import state_machine
+from gyoza_grpc.domain.clock import from_us, to_us
+from gyoza_grpc.domain.errors import FailedPrecondition, NotFound
+from gyoza_grpc.domain.model import Constraints, EventType, Run, RunState, TopicEvent
+from gyoza_grpc.domain.placement import Capacity, Gpu, Held, free_capacity, place, take
+from gyoza_grpc.domain.state_machine import Transition
+from gyoza_grpc.domain.workers import (
+    HeldAttempt,
+    RunView,
+    StopOrder,
+    Worker,
+    WorkerState,
+    stop_orders,
+)
+from gyoza_grpc.store.run_store import RunStore
+from gyoza_grpc.store.tables import attempts, runs, workers
+
+_HOLDING = (RunState.ASSIGNED.value, RunState.RUNNING.value)
+# Candidates read per round while looking for runs that fit.
+_CANDIDATE_WINDOW = 64
+_MAX_CANDIDATES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    run: Run
+    gpu_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDetail:
+    worker: Worker
+    free: Capacity
+    held: list[HeldAttempt]
+
+
+def _worker_from_row(row: Any) -> Worker:
+    return Worker(
+        worker_id=row.worker_id,
+        state=WorkerState(row.state),
+        resources=Capacity(
+            cpu=row.cpu,
+            ram_mb=row.ram_mb,
+            gpus=tuple(Gpu(g["gpu_id"], g["vram_mb"]) for g in json.loads(row.gpus)),
+        ),
+        tags=tuple(json.loads(row.tags)),
+        registered_at=from_us(row.registered_at),
+        last_heartbeat=from_us(row.last_heartbeat),
+        lease_expires_at=from_us(row.lease_expires_at),
+    )
+
+
+def _not_registered(worker_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"worker '{worker_id}' is not registered: send a Heartbeat first",
+        reason="WORKER_NOT_REGISTERED",
+        metadata={"worker_id": worker_id},
+    )
+
+
+def _evicted(worker_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"worker '{worker_id}' was evicted (its lease ran out): send a Heartbeat to "
+        "re-register; its earlier attempts are fenced off",
+        reason="WORKER_EVICTED",
+        metadata={"worker_id": worker_id},
+    )
+
+
+class WorkerStore:
+    def __init__(self, run_store: RunStore) -> None:
+        self._runs = run_store
+
+    @property
+    def now(self) -> datetime:
+        return self._runs.clock()
+
+    # -- heartbeats ------------------------------------------------------------------------
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        resources: Capacity,
+        tags: Sequence[str],
+        running: Sequence[HeldAttempt],
+        lease: timedelta,
+    ) -> list[StopOrder]:
+        """Register or renew a worker; an evicted one comes back as a new registration."""
+        async with self._runs.write_transaction() as conn:
+            now = self.now
+            values = {
+                "state": WorkerState.ALIVE.value,
+                "cpu": resources.cpu,
+                "ram_mb": resources.ram_mb,
+                "gpus": json.dumps(
+                    [{"gpu_id": g.gpu_id, "vram_mb": g.vram_mb} for g in resources.gpus]
+                ),
+                "tags": json.dumps(list(tags)),
+                "last_heartbeat": to_us(now),
+                "lease_expires_at": to_us(now + lease),
+            }
+            found = (
+                await conn.execute(
+                    sa.select(workers.c.state)
+                    .where(workers.c.worker_id == worker_id)
+                    .with_for_update()
+                )
+            ).first()
+            if found is None:
+                await conn.execute(
+                    workers.insert().values(worker_id=worker_id, registered_at=to_us(now), **values)
+                )
+            else:
+                if found.state == WorkerState.EVICTED.value:
+                    values["registered_at"] = to_us(now)
+                await conn.execute(
+                    workers.update().where(workers.c.worker_id == worker_id).values(values)
+                )
+            views = await self._run_views(conn, [h.run_id for h in running])
+        return stop_orders(worker_id, running, views)
+
+    async def _run_views(self, conn: AsyncConnection, run_ids: list[str]) -> dict[str, RunView]:
+        if not run_ids:
+            return {}
+        stmt = (
+            sa.select(runs.c.id, runs.c.state, runs.c.current_attempt, attempts.c.worker_id)
+            .join(
+                attempts,
+                sa.and_(
+                    attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt
+                ),
+            )
+            .where(runs.c.id.in_(run_ids))
+        )
+        return {
+            r.id: RunView(r.id, RunState(r.state), r.current_attempt, r.worker_id)
+            for r in await conn.execute(stmt)
+        }
+
+    # -- claims ----------------------------------------------------------------------------
+
+    async def _locked_worker(self, conn: AsyncConnection, worker_id: str, now: datetime) -> Worker:
+        row = (
+            await conn.execute(
+                sa.select(workers).where(workers.c.worker_id == worker_id).with_for_update()
+            )
+        ).first()
+        if row is None:
+            raise _not_registered(worker_id)
+        worker = _worker_from_row(row)
+        if worker.state is WorkerState.EVICTED or worker.lease_expires_at < now:
+            raise _evicted(worker_id)
+        return worker
+
+    async def _held(self, conn: AsyncConnection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
+        stmt = (
+            sa.select(
+                runs.c.id,
+                runs.c.cpu,
+                runs.c.ram_mb,
+                runs.c.vram_mb,
+                attempts.c.attempt,
+                attempts.c.gpu_id,
+            )
+            .join(attempts, attempts.c.run_id == runs.c.id)
+            .where(attempts.c.worker_id == worker_id, attempts.c.state.in_(_HOLDING))
+            .order_by(runs.c.id)
+        )
+        return [
+            (
+                Held(Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb), r.gpu_id),
+                HeldAttempt(r.id, r.attempt),
+            )
+            for r in await conn.execute(stmt)
+        ]
+
+    async def claim(
+        self, worker_id: str, max_runs: int
+    ) -> tuple[list[ClaimedRun], datetime | None]:
+        """Assign up to `max_runs` claimable runs that fit the worker. Also returns, when
+        nothing was claimed, the earliest time a backed-off PENDING run becomes claimable."""
+        claimed: list[ClaimedRun] = []
+        transitions: list[tuple[Transition, list[TopicEvent]]] = []
+        async with self._runs.write_transaction() as conn:
+            now = self.now
+            worker = await self._locked_worker(conn, worker_id, now)
+            free = free_capacity(
+                worker.resources, (h for h, _ in await self._held(conn, worker_id))
+            )
+            seen = 0
+            after: tuple[int, int, str] | None = None
+            while len(claimed) < max_runs and seen < _MAX_CANDIDATES:
+                ids = await self._candidates(conn, to_us(now), after)
+                if not ids:
+                    break
+                seen += len(ids)
+                after = ids[-1][1]
+                for run_id, _key in ids:
+                    run = await self._runs.load_run(conn, run_id)
+                    if run.state is not RunState.PENDING:
+                        continue
+                    placement = place(run.constraints, free)
+                    if placement is None:
+                        continue
+                    payload: dict[str, Any] = {"worker_id": worker_id}
+                    if placement.gpu_id is not None:
+                        payload["gpu_id"] = placement.gpu_id
+                    t = state_machine.append_event(
+                        run, state_machine.EventInput(EventType.ASSIGNED, payload=payload), now
+                    )
+                    transitions.append((t, await self._runs.write_transition(conn, run, t)))
+                    claimed.append(ClaimedRun(t.run, placement.gpu_id))
+                    free = take(free, run.constraints, placement.gpu_id)
+                    if len(claimed) >= max_runs:
+                        break
+            next_due = None if claimed else await self._next_due(conn, to_us(now))
+        for t, published in transitions:
+            self._runs.notify(t, published)
+        return claimed, next_due
+
+    async def _candidates(
+        self, conn: AsyncConnection, now_us: int, after: tuple[int, int, str] | None
+    ) -> list[tuple[str, tuple[int, int, str]]]:
+        """Claimable PENDING runs, highest priority then oldest first, locked (skipping
+        rows another claim holds)."""
+        stmt = sa.select(runs.c.id, runs.c.priority, runs.c.created_at).where(
+            runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us
+        )
+        if after is not None:
+            prio, created, rid = after
+            stmt = stmt.where(
+                sa.or_(
+                    runs.c.priority < prio,
+                    sa.and_(runs.c.priority == prio, runs.c.created_at > created),
+                    sa.and_(runs.c.priority == prio, runs.c.created_at == created, runs.c.id > rid),
+                )
+            )
+        stmt = (
+            stmt.order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.id)
+            .limit(_CANDIDATE_WINDOW)
+            .with_for_update(skip_locked=True)
+        )
+        return [(r.id, (r.priority, r.created_at, r.id)) for r in await conn.execute(stmt)]
+
+    async def _next_due(self, conn: AsyncConnection, now_us: int) -> datetime | None:
+        stmt = sa.select(sa.func.min(runs.c.next_attempt_at)).where(
+            runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at > now_us
+        )
+        due = (await conn.execute(stmt)).scalar()
+        return None if due is None else from_us(due)
+
+    # -- evictions -------------------------------------------------------------------------
+
+    async def evict_expired(self) -> list[tuple[str, list[Transition]]]:
+        """Evict every ALIVE worker whose lease ran out and hand its runs back. Safe to run
+        on every replica at once: each expired worker row is taken by one sweep only."""
+        done: list[tuple[str, list[tuple[Transition, list[TopicEvent]]]]] = []
+        async with self._runs.write_transaction() as conn:
+            now = self.now
+            stmt = (
+                sa.select(workers.c.worker_id)
+                .where(
+                    workers.c.state == WorkerState.ALIVE.value,
+                    workers.c.lease_expires_at < to_us(now),
+                )
+                .order_by(workers.c.worker_id)
+                .with_for_update(skip_locked=True)
+            )
+            expired = [r.worker_id for r in await conn.execute(stmt)]
+            for worker_id in expired:
+                await conn.execute(
+                    workers.update()
+                    .where(workers.c.worker_id == worker_id)
+                    .values(state=WorkerState.EVICTED.value)
+                )
+                transitions = []
+                for _, held in await self._held(conn, worker_id):
+                    run = await self._runs.load_run(conn, held.run_id)
+                    t = state_machine.lose_worker(run, worker_id, now)
+                    if t.events:
+                        transitions.append((t, await self._runs.write_transition(conn, run, t)))
+                done.append((worker_id, transitions))
+        for _, transitions in done:
+            for t, published in transitions:
+                self._runs.notify(t, published)
+        return [(w, [t for t, _ in ts]) for w, ts in done]
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _detail(self, conn: AsyncConnection, row: Any) -> WorkerDetail:
+        worker = _worker_from_row(row)
+        held = await self._held(conn, worker.worker_id)
+        return WorkerDetail(
+            worker=worker,
+            free=free_capacity(worker.resources, (h for h, _ in held)),
+            held=[a for _, a in held],
+        )
+
+    async def get_worker(self, worker_id: str) -> WorkerDetail:
+        async with self._runs.read_transaction() as conn:
+            row = (
+                await conn.execute(sa.select(workers).where(workers.c.worker_id == worker_id))
+            ).first()
+            if row is None:
+                raise NotFound(
+                    f"worker '{worker_id}' not found",
+                    reason="WORKER_NOT_FOUND",
+                    metadata={"worker_id": worker_id},
+                )
+            return await self._detail(conn, row)
+
+    async def list_workers(self) -> list[WorkerDetail]:
+        async with self._runs.read_transaction() as conn:
+            found = (await conn.execute(sa.select(workers).order_by(workers.c.worker_id))).all()
+            return [await self._detail(conn, row) for row in found]
