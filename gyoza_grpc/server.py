@@ -121,7 +121,7 @@ async def start_server(
     runs_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(store, watcher, clock=clock), server)
     topics_pb2_grpc.add_TopicServiceServicer_to_server(TopicServicer(store, watcher), server)
     definitions_pb2_grpc.add_DefinitionServiceServicer_to_server(
-        DefinitionServicer(DefinitionStore(engines, clock=clock), store, clock=clock), server
+        DefinitionServicer(DefinitionStore(engines, store, clock=clock), store, clock=clock), server
     )
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(worker_store, work_signal, lease_s=config.lease_seconds), server

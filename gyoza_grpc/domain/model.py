@@ -7,6 +7,7 @@ and written without ever exposing a half-changed run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -44,6 +45,8 @@ class EventType(StrEnum):
 
 
 DEFAULT_PRIORITY = 5
+# The longest any automatic retry waits, whatever the policy says (30 days).
+MAX_BACKOFF_S = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +74,11 @@ class RetryPolicy:
         """How long the retry after `failed_attempt` (1-based) waits before it is claimable."""
         if not self.initial_backoff:
             return timedelta(0)
-        factor = self.backoff_multiplier ** max(0, failed_attempt - 1)
-        cap = self.max_backoff.total_seconds() if self.max_backoff is not None else 1e9
+        try:
+            factor = self.backoff_multiplier ** max(0, failed_attempt - 1)
+        except OverflowError:
+            factor = math.inf
+        cap = MAX_BACKOFF_S if self.max_backoff is None else self.max_backoff.total_seconds()
         return timedelta(seconds=min(self.initial_backoff.total_seconds() * factor, cap))
 
 
@@ -154,6 +160,14 @@ class Run:
     attempt: Attempt
     # A PENDING run is not claimable before this (an automatic retry's backoff).
     next_attempt_at: datetime | None = None
+    # Attempts that never started because their worker was lost: they do not count
+    # against retry_policy.max_attempts.
+    uncounted_attempts: int = 0
+
+    @property
+    def counted_attempts(self) -> int:
+        return self.current_attempt - self.uncounted_attempts
+
     # The version of op_definition the run was made from; empty for ad-hoc runs.
     definition_version: str = ""
 

@@ -296,7 +296,7 @@ def append_event(run: Run, event: EventInput, now: datetime) -> Transition:
             )
             b.move(RunState.FAILED, summary=summary, finished_at=now)
             b.emit(event.type, event.msg, payload)
-            if run.current_attempt < run.retry_policy.max_attempts:
+            if run.counted_attempts < run.retry_policy.max_attempts:
                 delay = run.retry_policy.delay_after(run.current_attempt)
                 retry_payload: JSON = {"force": False, "failed_attempt": run.current_attempt}
                 if delay:
@@ -436,6 +436,7 @@ def lose_worker(run: Run, worker_id: str, now: datetime) -> Transition:
             attempt=replace(run.attempt, state=RunState.FAILED, summary=summary, finished_at=now),
         )
         _append_retry(b, f"{message} before it started the run", {"lost_worker": worker_id})
+        b.run = replace(b.run, uncounted_attempts=run.uncounted_attempts + 1)
         return b.finish()
     if run.state is RunState.RUNNING:
         failed = EventInput(

@@ -12,9 +12,8 @@ they inherited, and the same body added again restores the version.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +34,7 @@ from gyoza_grpc.domain.inputs import InputSpec, InputType
 from gyoza_grpc.domain.model import JSON, Constraints, EventDelivery, RetryPolicy
 from gyoza_grpc.store.engine import Engines
 from gyoza_grpc.store.rows import dumps, loads
+from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.tables import definitions
 
 _US = timedelta(microseconds=1)
@@ -112,23 +112,18 @@ def _from_row(row: Mapping[Any, Any]) -> Definition:
 
 
 class DefinitionStore:
-    def __init__(self, engines: Engines, *, clock: Clock = utc_now) -> None:
+    def __init__(self, engines: Engines, run_store: RunStore, *, clock: Clock = utc_now) -> None:
         self._engines = engines
         self._clock = clock
-        # SQLite has one writer at a time: queue this store's writers here.
-        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if engines.is_sqlite else contextlib.nullcontext()
-        )
+        # Write through the run store's transactions: on SQLite all writers of the process
+        # queue behind one lock instead of waiting on each other in busy timeouts.
+        self._runs = run_store
 
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock, self._engines.write.begin() as conn:
-            yield conn
+    def _write(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._runs.write_transaction()
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engines.read.begin() as conn:
-            yield conn
+    def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._runs.read_transaction()
 
     # -- writes ----------------------------------------------------------------------------
 

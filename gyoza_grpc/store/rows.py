@@ -69,6 +69,7 @@ def run_values(run: Run, request_hash: str | None = None) -> dict[str, Any]:
             None if run.retry_policy.max_backoff is None else run.retry_policy.max_backoff // _US
         ),
         "next_attempt_at": _opt_us_or_zero(run.next_attempt_at),
+        "uncounted_attempts": run.uncounted_attempts,
         "topic": run.event_delivery.topic or None,
         "topic_attributes": dumps(run.event_delivery.attributes),
         "op_definition": run.op_definition or None,
@@ -89,6 +90,7 @@ def run_changes(run: Run) -> dict[str, Any]:
         "last_seq": run.last_seq,
         "updated_at": to_us(run.updated_at),
         "next_attempt_at": _opt_us_or_zero(run.next_attempt_at),
+        "uncounted_attempts": run.uncounted_attempts,
     }
 
 
@@ -180,6 +182,7 @@ def run_from_rows(run_row: Mapping[Any, Any], attempt_row: Mapping[Any, Any]) ->
         updated_at=from_us(run_row["updated_at"]),
         attempt=attempt_from_row(attempt_row),
         next_attempt_at=from_us(run_row["next_attempt_at"]) if run_row["next_attempt_at"] else None,
+        uncounted_attempts=run_row["uncounted_attempts"],
     )
 
 

@@ -38,6 +38,8 @@ runs = sa.Table(
     sa.Column("max_backoff_us", sa.BigInteger, nullable=True),
     # A PENDING run is claimable once next_attempt_at <= now (0: at once).
     sa.Column("next_attempt_at", sa.BigInteger, nullable=False, server_default="0"),
+    # Attempts lost before they started (not counted against max_attempts).
+    sa.Column("uncounted_attempts", sa.Integer, nullable=False, server_default="0"),
     # NULL when the run publishes to no topic, so the topic index stays small.
     sa.Column("topic", sa.String(256), nullable=True),
     sa.Column("topic_attributes", sa.Text, nullable=False),

@@ -27,6 +27,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("next_attempt_at", sa.BigInteger(), server_default="0", nullable=False)
         )
+        batch_op.add_column(
+            sa.Column("uncounted_attempts", sa.Integer(), server_default="0", nullable=False)
+        )
         batch_op.create_index(
             "ix_runs_claim", ["state", sa.text("priority DESC"), "created_at", "id"], unique=False
         )
@@ -57,6 +60,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_attempts_worker")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index("ix_runs_claim")
+        batch_op.drop_column("uncounted_attempts")
         batch_op.drop_column("next_attempt_at")
         batch_op.drop_column("max_backoff_us")
         batch_op.drop_column("backoff_multiplier")
