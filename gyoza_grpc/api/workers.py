@@ -86,7 +86,7 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
             worker_id, resources, tags, running, timedelta(seconds=self._lease_s)
         )
         # New capacity may fit runs that were waiting.
-        self._signal.notify()
+        self._signal.notify_worker(worker_id)
         return workers_pb2.HeartbeatResponse(
             lease_seconds=self._lease_s,
             stop=[
@@ -116,9 +116,12 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
             wait_s = min(wait_s, max(0.0, remaining - 0.05))  # answer before the deadline
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        hops = 0
         while True:
             version = self._signal.version
             claimed, next_due = await self._store.claim(worker_id, max_runs)
+            if not claimed:
+                self._signal.pass_on(hops)  # a wake-up this worker could not use
             left = deadline - loop.time()
             if claimed or left <= 0 or self._signal.closed:
                 break
@@ -126,7 +129,7 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
             if next_due is not None:
                 due_in = (next_due - self._store.now).total_seconds()
                 timeout = min(timeout, max(due_in, 0.001))
-            await self._signal.wait(version, timeout)
+            hops = await self._signal.wait(worker_id, version, timeout) or 0
         claims = []
         for c in claimed:
             claim = workers_pb2.Claim(run=convert.run_to_pb(c.run), attempt=c.run.current_attempt)

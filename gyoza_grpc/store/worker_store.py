@@ -159,12 +159,14 @@ class WorkerStore:
 
     # -- claims ----------------------------------------------------------------------------
 
-    async def _locked_worker(self, conn: AsyncConnection, worker_id: str, now: datetime) -> Worker:
-        row = (
-            await conn.execute(
-                sa.select(workers).where(workers.c.worker_id == worker_id).with_for_update()
-            )
-        ).first()
+    async def _check_worker(
+        self, conn: AsyncConnection, worker_id: str, now: datetime, *, lock: bool
+    ) -> Worker:
+        """The worker, if registered and within its lease (its row locked when asked)."""
+        stmt = sa.select(workers).where(workers.c.worker_id == worker_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = (await conn.execute(stmt)).first()
         if row is None:
             raise _not_registered(worker_id)
         worker = _worker_from_row(row)
@@ -201,21 +203,31 @@ class WorkerStore:
         nothing was claimed, the earliest time a backed-off PENDING run becomes claimable."""
         claimed: list[ClaimedRun] = []
         transitions: list[tuple[Transition, list[TopicEvent]]] = []
+        # A read first: with nothing claimable, no write transaction (and on SQLite no turn
+        # in the writer queue) is spent on this worker.
+        async with self._runs.read_transaction() as conn:
+            now = self.now
+            await self._check_worker(conn, worker_id, now, lock=False)
+            if not await self._any_claimable(conn, to_us(now)):
+                return [], await self._next_due(conn, to_us(now))
+        window = min(_CANDIDATE_WINDOW, max(8, 2 * max_runs))
         async with self._runs.write_transaction() as conn:
             now = self.now
-            worker = await self._locked_worker(conn, worker_id, now)
+            worker = await self._check_worker(conn, worker_id, now, lock=True)
             free = free_capacity(
                 worker.resources, (h for h, _ in await self._held(conn, worker_id))
             )
             seen = 0
             after: tuple[int, int, str] | None = None
             while len(claimed) < max_runs and seen < _MAX_CANDIDATES:
-                ids = await self._candidates(conn, to_us(now), after)
-                if not ids:
+                found = await self._candidates(conn, to_us(now), after, window)
+                if not found:
                     break
-                seen += len(ids)
-                after = ids[-1][1]
-                for run_id, _key in ids:
+                seen += len(found)
+                after = found[-1][1]
+                for run_id, _key, need in found:
+                    if place(need, free) is None:
+                        continue  # decided from the candidate row, without loading the run
                     run = await self._runs.load_run(conn, run_id)
                     if run.state is not RunState.PENDING:
                         continue
@@ -238,14 +250,32 @@ class WorkerStore:
             self._runs.notify(t, published)
         return claimed, next_due
 
-    async def _candidates(
-        self, conn: AsyncConnection, now_us: int, after: tuple[int, int, str] | None
-    ) -> list[tuple[str, tuple[int, int, str]]]:
-        """Claimable PENDING runs, highest priority then oldest first, locked (skipping
-        rows another claim holds)."""
-        stmt = sa.select(runs.c.id, runs.c.priority, runs.c.created_at).where(
-            runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us
+    async def _any_claimable(self, conn: AsyncConnection, now_us: int) -> bool:
+        stmt = (
+            sa.select(runs.c.id)
+            .where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us)
+            .limit(1)
         )
+        return (await conn.execute(stmt)).first() is not None
+
+    async def _candidates(
+        self,
+        conn: AsyncConnection,
+        now_us: int,
+        after: tuple[int, int, str] | None,
+        window: int,
+    ) -> list[tuple[str, tuple[int, int, str], Constraints]]:
+        """Claimable PENDING runs, highest priority then oldest first, locked (skipping
+        rows another claim holds), with the constraints that decide whether they fit."""
+        stmt = sa.select(
+            runs.c.id,
+            runs.c.priority,
+            runs.c.created_at,
+            runs.c.cpu,
+            runs.c.ram_mb,
+            runs.c.vram_mb,
+            runs.c.gpu_id,
+        ).where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us)
         if after is not None:
             prio, created, rid = after
             stmt = stmt.where(
@@ -257,10 +287,17 @@ class WorkerStore:
             )
         stmt = (
             stmt.order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.id)
-            .limit(_CANDIDATE_WINDOW)
+            .limit(window)
             .with_for_update(skip_locked=True)
         )
-        return [(r.id, (r.priority, r.created_at, r.id)) for r in await conn.execute(stmt)]
+        return [
+            (
+                r.id,
+                (r.priority, r.created_at, r.id),
+                Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb, gpu_id=r.gpu_id),
+            )
+            for r in await conn.execute(stmt)
+        ]
 
     async def _next_due(self, conn: AsyncConnection, now_us: int) -> datetime | None:
         stmt = sa.select(sa.func.min(runs.c.next_attempt_at)).where(

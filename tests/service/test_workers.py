@@ -198,7 +198,10 @@ async def test_cancellation_reaches_the_worker_through_stop(
             + [W.HeldAttempt(run_id="gone", attempt=1)],
         )
     )
-    assert {(s.run_id, s.reason) for s in resp.stop} == {(a.id, "cancelled"), ("gone", "unknown run")}
+    assert {(s.run_id, s.reason) for s in resp.stop} == {
+        (a.id, "cancelled"),
+        ("gone", "unknown run"),
+    }
     assert b.id not in {s.run_id for s in resp.stop}
 
 
@@ -274,3 +277,24 @@ async def test_eviction_hands_runs_back_and_fences_the_lost_worker(
         await register(workers, "lost")
         (again,) = await claim(workers, "lost")
         assert (again.run.id, again.attempt) == (assigned.id, 2)
+
+
+async def test_a_wake_up_that_does_not_fit_is_passed_on(
+    workers: workers_pb2_grpc.WorkerServiceStub, runs: runs_pb2_grpc.RunServiceStub
+) -> None:
+    """Each new run wakes one waiter; one that cannot fit it hands the wake-up on."""
+    await register(workers, "cpu-only", cpu=4)
+    await register(workers, "gpu", cpu=4, gpus={0: 8000})
+    cpu_wait = asyncio.create_task(claim(workers, "cpu-only", wait_s=10))
+    await asyncio.sleep(0.1)  # the CPU-only worker waits longest, so it is woken first
+    gpu_wait = asyncio.create_task(claim(workers, "gpu", wait_s=10))
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    run = await create(runs, vram_mb=4000)
+    (c,) = await asyncio.wait_for(gpu_wait, 5)
+    assert (c.run.id, c.gpu_id) == (run.id, 0)
+    assert time.monotonic() - t0 < 2
+    assert not cpu_wait.done()
+    plain = await create(runs)
+    (c2,) = await asyncio.wait_for(cpu_wait, 5)
+    assert c2.run.id == plain.id
