@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -91,6 +92,10 @@ class GyozaServer:
         self.fanout.close()
         self.work_signal.close()
         self.sweeper.cancel()
+        # Wait for it: a sweep cancelled mid-transaction must let go of its connection
+        # before the engine is disposed (else asyncio.run waits on it forever).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sweeper
         await self.server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s)
         await self.engines.dispose()
 

@@ -1,0 +1,111 @@
+"""The heartbeat task: registers the worker, renews its lease, and passes on stop orders.
+
+The first heartbeat registers the worker (or re-registers it after an eviction). Each one
+reports the attempts the worker is executing and gets back the ones it must abandon
+(cancelled, superseded by a newer attempt, reassigned), which go to `stop`. The interval is
+`interval_s` when given, else a third of the lease the server answers with, so that two
+heartbeats can be lost before the lease runs out. While the server is unreachable the worker
+keeps trying every `retry_s`; an error that trying again cannot fix (INVALID_ARGUMENT: bad
+resources or worker id) ends the task with that error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from gyoza_grpc.domain.placement import Capacity
+from gyoza_grpc.worker.capacity import Key
+from gyoza_grpc.worker.client import HeartbeatReply, ServerClient, describe, is_transient
+
+log = logging.getLogger("gyoza_grpc.worker")
+
+MIN_INTERVAL_S = 0.05
+DEFAULT_RETRY_S = 1.0
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        client: ServerClient,
+        worker_id: str,
+        resources: Capacity,
+        tags: Sequence[str],
+        *,
+        running: Callable[[], list[Key]],
+        stop: Callable[[str, int, str], bool],
+        interval_s: float | None = None,
+        retry_s: float = DEFAULT_RETRY_S,
+    ) -> None:
+        self.client = client
+        self.worker_id = worker_id
+        self.resources = resources
+        self.tags = list(tags)
+        self.running = running
+        self.stop = stop
+        self.fixed_interval_s = interval_s
+        self.retry_s = retry_s
+        self.lease_s: int | None = None
+        self.registered = asyncio.Event()
+        self.last_ok = 0.0  # time.monotonic() of the last heartbeat answered
+        self._poke = asyncio.Event()
+        self._failing = False
+
+    @property
+    def interval_s(self) -> float:
+        if self.fixed_interval_s is not None:
+            return max(MIN_INTERVAL_S, self.fixed_interval_s)
+        if self.lease_s is None:
+            return self.retry_s
+        return max(MIN_INTERVAL_S, self.lease_s / 3)
+
+    def poke(self) -> None:
+        """Heartbeat now (e.g. a claim said the worker is not registered)."""
+        self._poke.set()
+
+    async def beat(self) -> HeartbeatReply:
+        """One heartbeat; its stop orders are carried out before it returns."""
+        reply = await self.client.heartbeat(
+            self.worker_id, self.resources, self.tags, self.running()
+        )
+        self.last_ok = time.monotonic()
+        if self.lease_s != reply.lease_s:
+            self.lease_s = reply.lease_s
+        if not self.registered.is_set():
+            log.info(
+                "worker %s registered (lease %ss, heartbeat every %.1fs)",
+                self.worker_id,
+                reply.lease_s,
+                self.interval_s,
+                extra={"action": "register_worker", "worker_id": self.worker_id},
+            )
+            self.registered.set()
+        for order in reply.stop:
+            self.stop(order.run_id, order.attempt, order.reason)
+        return reply
+
+    async def run(self) -> None:
+        while True:
+            self._poke.clear()
+            try:
+                await self.beat()
+                if self._failing:
+                    log.info("heartbeats reach the server again")
+                    self._failing = False
+                delay = self.interval_s
+            except grpc.aio.AioRpcError as err:
+                if not is_transient(err):
+                    raise
+                if not self._failing:
+                    log.warning(
+                        "heartbeat failed (%s); retrying every %.1fs", describe(err), self.retry_s
+                    )
+                    self._failing = True
+                delay = min(self.retry_s, self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), delay)
