@@ -13,6 +13,7 @@ never ends by itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,9 @@ from gyoza_grpc.streams.memo import Memo
 
 DEFAULT_HEARTBEAT_S = 15.0
 _READ_CHUNK = 1000
+# The watchers of a run that reach its terminal event within this many seconds of each other
+# share one read of what follows it.
+_FINAL_READ_REUSE_S = 1.0
 
 T = TypeVar("T", Event, TopicEvent)
 
@@ -46,6 +50,8 @@ class _Feed(Generic[T]):
     read_after: Callable[[int, int], Awaitable[tuple[list[T], bool]]]
     position: Callable[[T], int]
     is_final: Callable[[T], bool]
+    # What the store holds after a final item (None: a read of this watcher's own).
+    after_final: Callable[[int], Awaitable[list[T]]] | None = None
 
 
 def _seq(e: Event) -> int:
@@ -62,6 +68,12 @@ def _leaves_run_terminal(e: Event) -> bool:
 
 def _never(_: TopicEvent) -> bool:
     return False
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A shared read whose waiters all left still has its outcome collected."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _wire_size(message: Any) -> int:
@@ -85,6 +97,7 @@ class EventWatcher:
         # The wire message of each delivered item, built once for all of its watchers by the
         # API layer (keys: ("run", run_id, seq) and ("topic", topic, cursor)).
         self.wire: Memo[tuple[str, str, int], Any] = Memo(size=_wire_size)
+        self._final_reads: dict[tuple[str, int], tuple[float, asyncio.Task[list[Event]]]] = {}
 
     async def watch(self, run_id: str, after: int | None) -> AsyncIterator[Event | Heartbeat]:
         """A run's events after `after` (all when None), live until the run ends."""
@@ -93,7 +106,10 @@ class EventWatcher:
         async def read(cur: int, limit: int) -> tuple[list[Event], bool]:
             return await self._store.list_events(run_id, after=cur, attempt=0, limit=limit)
 
-        feed = _Feed(read, _seq, _leaves_run_terminal)
+        async def after_final(cur: int) -> list[Event]:
+            return await self._after_final(run_id, feed, cur)
+
+        feed = _Feed(read, _seq, _leaves_run_terminal, after_final)
         sub = self._fanout.subscribe(run_key(run_id))
         try:
             run, _ = await self._store.get_run(run_id)  # NOT_FOUND before anything is sent
@@ -122,6 +138,26 @@ class EventWatcher:
                 yield item
         finally:
             self._fanout.unsubscribe(sub)
+
+    async def _after_final(self, run_id: str, feed: _Feed[Event], cursor: int) -> list[Event]:
+        """What the store holds after a run's terminal event at `cursor`: normally nothing (an
+        automatic retry commits, and is published, with the failure it follows). All watchers
+        of a run reach that event together, so they share one read, started at most
+        _FINAL_READ_REUSE_S earlier, instead of one read each."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        key = (run_id, cursor)
+        shared = self._final_reads.get(key)
+        if shared is None or now - shared[0] > _FINAL_READ_REUSE_S:
+            for k, (started, _) in list(self._final_reads.items()):
+                if now - started > _FINAL_READ_REUSE_S:
+                    del self._final_reads[k]
+            task = loop.create_task(self._read_all(feed, cursor))
+            task.add_done_callback(_retrieve)
+            shared = self._final_reads[key] = (now, task)
+        # Shielded: a watcher that goes away does not cancel the read of the others. The list
+        # is shared, never modified.
+        return await asyncio.shield(shared[1])
 
     async def _read_all(self, feed: _Feed[T], cursor: int) -> list[T]:
         out: list[T] = []
@@ -153,7 +189,10 @@ class EventWatcher:
                 continue
             if last is not None and feed.is_final(last):
                 # Final unless something (an automatic retry) came right after it.
-                pending = await self._read_all(feed, cursor)
+                if feed.after_final is not None:
+                    pending = await feed.after_final(cursor)
+                else:
+                    pending = await self._read_all(feed, cursor)
                 if not pending:
                     return
                 continue

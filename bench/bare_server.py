@@ -1,0 +1,112 @@
+"""A bare grpc.aio streaming server: the ceiling that bench/watch_fanout.py compares with.
+
+No proto, no database: generic method handlers on raw bytes.
+
+- ``/bench.Bare/Publish`` (unary): appends the payload to an in-memory log and wakes every open
+  ``Watch`` stream (one shared asyncio.Event, replaced at each publish). Replies empty.
+- ``/bench.Bare/Watch`` (server-streaming): replays the log, then sends each new payload as it
+  is published; it ends after a payload whose FINAL flag is set.
+
+A payload is ``seq`` (8 bytes, big-endian, signed), a flags byte (``FINAL`` = 1), then padding.
+
+Run: ``python bench/bare_server.py --port PORT`` (until SIGINT or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+SERVICE = "bench.Bare"
+PUBLISH = f"/{SERVICE}/Publish"
+WATCH = f"/{SERVICE}/Watch"
+FINAL = 1
+HEADER = 9
+
+# The keepalive settings of gyoza-grpc's server, so both servers hold streams the same way.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def encode(seq: int, *, final: bool = False, size: int = HEADER) -> bytes:
+    head = seq.to_bytes(8, "big", signed=True) + bytes([FINAL if final else 0])
+    return head + b"x" * max(0, size - HEADER)
+
+
+def decode(payload: bytes) -> tuple[int, bool]:
+    return int.from_bytes(payload[:8], "big", signed=True), bool(payload[8] & FINAL)
+
+
+class Broadcast:
+    """Every published payload, and one Event that all watchers await, swapped per publish."""
+
+    def __init__(self) -> None:
+        self.log: list[bytes] = []
+        self.changed = asyncio.Event()
+
+    def publish(self, payload: bytes) -> None:
+        self.log.append(payload)
+        woken, self.changed = self.changed, asyncio.Event()
+        woken.set()
+
+    async def publish_handler(self, request: bytes, context: Any) -> bytes:
+        self.publish(request)
+        return b""
+
+    async def watch_handler(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        sent = 0
+        while True:
+            while sent < len(self.log):
+                payload = self.log[sent]
+                sent += 1
+                yield payload
+                if payload[8] & FINAL:
+                    return
+            await self.changed.wait()
+
+
+async def serve(host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    broadcast = Broadcast()
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Publish": grpc.unary_unary_rpc_method_handler(broadcast.publish_handler),
+            "Watch": grpc.unary_stream_rpc_method_handler(broadcast.watch_handler),
+        },
+    )
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((handler,))
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    asyncio.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
