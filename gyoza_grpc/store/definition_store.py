@@ -145,7 +145,10 @@ class DefinitionStore:
                 created_at=to_us(d.created_at),
                 deleted_at=None,
             )
-            .on_conflict_do_nothing(index_elements=["name", "version"])
+            # Any unique conflict, (name, version) or (name, version_key): with one arbiter
+            # index, a concurrent insert's conflict on the other index escaped as an
+            # IntegrityError (INTERNAL) on PostgreSQL.
+            .on_conflict_do_nothing()
             .returning(definitions.c.name)
         )
         async with self._write() as conn:
@@ -157,7 +160,15 @@ class DefinitionStore:
             )
             if not self._engines.is_sqlite:
                 select = select.with_for_update()
-            row = (await conn.execute(select)).one()._mapping
+            found = (await conn.execute(select)).first()
+            if found is None:
+                raise AlreadyExists(
+                    f"definition '{d.name}' already has a version that sorts equal to "
+                    f"'{d.version}'",
+                    reason="DEFINITION_VERSION_EXISTS",
+                    metadata={"name": d.name, "version": d.version},
+                )
+            row = found._mapping
             if row["body_hash"] != fingerprint:
                 raise AlreadyExists(
                     f"definition '{d.name}' version '{d.version}' already exists with a "
