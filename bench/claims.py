@@ -39,7 +39,6 @@ import platform
 import queue
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 if __package__ in (None, ""):  # run as a script: make the repo importable (also in workers)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.server_process import ServerProcess, free_port
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -68,13 +68,6 @@ TARGET_P99_MS = 50.0
 RESOURCES = workers_pb2.Resources(cpu=64, ram_mb=256_000)
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -125,14 +118,12 @@ def loadavg() -> str:
 # ----------------------------------------------------------------------------- the server
 
 
-class Server:
+class Server(ServerProcess):
     """`gyoza-grpc serve` in a process group of its own."""
 
     def __init__(self, database_url: str, log_path: Path, lease_s: int) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
         argv = [
             str(REPO / ".venv" / "bin" / "python"), "-m", "gyoza_grpc", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
@@ -141,29 +132,7 @@ class Server:
         ]  # fmt: skip
         if not Path(argv[0]).exists():
             argv[0] = sys.executable
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        super().__init__("gyoza-grpc", argv, log_path)
 
     async def wait_serving(self, channel: grpc.aio.Channel, limit_s: float) -> None:
         health = health_pb2_grpc.HealthStub(channel)
@@ -179,19 +148,6 @@ class Server:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not SERVING after {limit_s} s:\n{self.log_tail()}")
             await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        """SIGTERM to the group, then SIGKILL to whatever is left."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self._log.close()
 
 
 # ----------------------------------------------------------------------------- databases
