@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -58,7 +58,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 if __package__ in (None, ""):  # run as a script: make the repo importable (also in workers)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.server_process import ServerProcess, free_port
+from bench.server_process import ServerProcess, free_port, sigterm_as_exit
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -673,18 +673,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not 0 < args.wait <= 60:
         p.error("--wait must be in (0, 60]")
     return args
-
-
-@contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 async def run_all(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ import tempfile
 import time
 import traceback
 from array import array
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -52,7 +52,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable (also 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bare_server
-from bench.server_process import ServerProcess, free_port
+from bench.server_process import ServerProcess, free_port, sigterm_as_exit
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -878,18 +878,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if min(args.watchers, args.events, args.processes, args.channels) < 1 or args.rate <= 0:
         p.error("watchers, events, processes, channels and rate must be positive")
     return args
-
-
-@contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
@@ -29,7 +28,3 @@ class ServerConfig:
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
-
-
-def env_default(name: str, default: str) -> str:
-    return os.environ.get(name, default)

@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from gyoza.v1 import definitions_pb2, runs_pb2
-from gyoza_grpc.domain.clock import from_us, to_us
+from gyoza_grpc.domain.clock import to_us
 from gyoza_grpc.domain.definitions import Definition
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
 from gyoza_grpc.domain.inputs import InputSpec, InputType
@@ -94,6 +94,16 @@ def text(value: str, field: str) -> str:
     if "\x00" in value:
         raise InvalidArgument.field(field, "must not contain NUL characters")
     return value
+
+
+def required_text(value: str, field: str, *, max_len: int | None = None) -> str:
+    """A non-empty string field (an id, a name), at most `max_len` characters; a longer
+    one is refused before anything echoes it into an error's trailers."""
+    if not value:
+        raise InvalidArgument.field(field, "must not be empty")
+    if max_len is not None and len(value) > max_len:
+        raise InvalidArgument.field(field, f"must be at most {max_len} characters")
+    return text(value, field)
 
 
 def timestamp_to_us(ts: timestamp_pb2.Timestamp, field: str) -> int:
@@ -269,10 +279,6 @@ def attempt_to_pb(a: Attempt, run: Run) -> runs_pb2.Attempt:
     if a.finished_at is not None:
         out.finished_at.CopyFrom(_ts(a.finished_at))
     return out
-
-
-def from_pb_time(ts: timestamp_pb2.Timestamp) -> datetime:
-    return from_us(ts.seconds * 1_000_000 + ts.nanos // 1000)
 
 
 # -- definitions -----------------------------------------------------------------------------

@@ -31,11 +31,7 @@ MAX_ID_LEN = 128
 
 
 def _run_id(value: str, field: str = "id") -> str:
-    if not value:
-        raise InvalidArgument.field(field, "must not be empty")
-    if len(value) > MAX_ID_LEN:
-        raise InvalidArgument.field(field, f"must be at most {MAX_ID_LEN} characters")
-    return convert.text(value, field)
+    return convert.required_text(value, field, max_len=MAX_ID_LEN)
 
 
 def _full_view(view: int) -> bool:

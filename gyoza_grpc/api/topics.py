@@ -21,9 +21,7 @@ MAX_LIMIT = 1000
 
 
 def _topic(value: str) -> str:
-    if not value:
-        raise InvalidArgument.field("topic", "must not be empty")
-    return convert.text(value, "topic")
+    return convert.required_text(value, "topic")
 
 
 def _after(request: topics_pb2.WatchTopicRequest | topics_pb2.ListTopicEventsRequest) -> int:

@@ -24,9 +24,7 @@ MAX_WAIT_S = 60.0
 
 
 def _worker_id(value: str) -> str:
-    if not value:
-        raise InvalidArgument.field("worker_id", "must not be empty")
-    return convert.text(value, "worker_id")
+    return convert.required_text(value, "worker_id")
 
 
 def _capacity(r: workers_pb2.Resources) -> Capacity:

@@ -92,9 +92,6 @@ class RunStore:
             asyncio.Lock() if engines.is_sqlite else contextlib.nullcontext()
         )
 
-    def set_event_listener(self, on_events: EventsCommitted | None) -> None:
-        self._on_events = on_events
-
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         async with self._write_lock, self._engines.write.begin() as conn:

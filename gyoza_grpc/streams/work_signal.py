@@ -37,9 +37,6 @@ class WorkSignal:
     def version(self) -> int:
         return self._version
 
-    def waiting(self) -> int:
-        return sum(1 for w in self._queue if not w.woken.done())
-
     def notify_one(self) -> None:
         """A run became claimable: wake the longest-waiting worker."""
         self._version += 1

@@ -104,21 +104,27 @@ async def fails(
     raise AssertionError(f"expected {code}, the call succeeded with {result!r}")
 
 
-def bad_fields(err: grpc.aio.AioRpcError) -> list[str]:
-    """The field names of the google.rpc.BadRequest detail of `err` (asserted present)."""
+def violations(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """(field, description) of every google.rpc.BadRequest field violation of `err`
+    (the detail asserted present, and the google.rpc.Status code asserted to match)."""
     status = rpc_status.from_call(err)
     assert status is not None, "the error carries no google.rpc.Status details"
     assert status.code == err.code().value[0]
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     found = False
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             found = True
-            out.extend(v.field for v in bad.field_violations)
+            out.extend((v.field, v.description) for v in bad.field_violations)
     assert found, "no google.rpc.BadRequest detail"
     return out
+
+
+def bad_fields(err: grpc.aio.AioRpcError) -> list[str]:
+    """The field names of the google.rpc.BadRequest detail of `err` (asserted present)."""
+    return [field for field, _ in violations(err)]
 
 
 def error_reason(err: grpc.aio.AioRpcError) -> str:

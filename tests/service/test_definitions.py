@@ -13,8 +13,6 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2, json_format, struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from gyoza.v1 import (
     definitions_pb2,
@@ -24,6 +22,8 @@ from gyoza.v1 import (
     topics_pb2,
     topics_pb2_grpc,
 )
+from tests.service.helpers import error_reason as reason
+from tests.service.helpers import fails, violations
 
 D = definitions_pb2
 Stub = definitions_pb2_grpc.DefinitionServiceStub
@@ -75,47 +75,6 @@ async def create_from(
 ) -> runs_pb2.Run:
     req = D.CreateRunFromDefinitionRequest(name=name, inputs=struct(inputs), **fields)
     return (await stub.CreateRunFromDefinition(req)).run
-
-
-async def fails(
-    call: Awaitable[Any], code: grpc.StatusCode, details: str | None = None
-) -> grpc.aio.AioRpcError:
-    try:
-        result = await call
-    except grpc.aio.AioRpcError as err:
-        assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()}"
-        if details is not None:
-            assert err.details() == details
-        return err
-    raise AssertionError(f"expected {code}, the call succeeded with {result!r}")
-
-
-def violations(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
-    """(field, description) of every google.rpc.BadRequest field violation of `err`."""
-    status = rpc_status.from_call(err)
-    assert status is not None, "no google.rpc.Status in the trailers"
-    assert status.code == err.code().value[0]
-    out: list[tuple[str, str]] = []
-    found = False
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            found = True
-            out.extend((v.field, v.description) for v in bad.field_violations)
-    assert found, "no google.rpc.BadRequest detail"
-    return out
-
-
-def reason(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    raise AssertionError("no ErrorInfo")
 
 
 async def invalid(call: Awaitable[Any]) -> list[tuple[str, str]]:
