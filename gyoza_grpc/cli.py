@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from gyoza_grpc.channel import add_connection_flags
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
@@ -83,10 +84,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply pending schema migrations before serving",
     )
 
+    _add_security(serve)
+
     migrate = sub.add_parser("migrate", help="apply schema migrations and exit")
     _add_database(migrate)
     _add_worker(sub)
     return parser
+
+
+def _add_security(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--api-keys-file",
+        metavar="PATH",
+        default=_env("GYOZA_API_KEYS_FILE", ""),
+        help="API keys, one ROLE:KEY a line (roles admin, worker, reader); GYOZA_API_KEYS "
+        "adds ROLE:KEY,ROLE:KEY. Without keys the server is open [env GYOZA_API_KEYS_FILE]",
+    )
+    serve.add_argument(
+        "--no-reflection",
+        dest="reflection",
+        action="store_false",
+        default=_env("GYOZA_REFLECTION", "1").lower() not in ("0", "false", "no", "off"),
+        help="do not offer server reflection [env GYOZA_REFLECTION=0]",
+    )
+    for flag, env, what in (
+        ("--tls-cert", "GYOZA_TLS_CERT", "the server's certificate chain (PEM); serves TLS"),
+        ("--tls-key", "GYOZA_TLS_KEY", "the private key of --tls-cert (PEM)"),
+        (
+            "--tls-client-ca",
+            "GYOZA_TLS_CLIENT_CA",
+            "require client certificates signed by this CA (PEM): mutual TLS",
+        ),
+    ):
+        serve.add_argument(flag, metavar="PEM", default=_env(env, ""), help=f"{what} [env {env}]")
 
 
 def _gpu(text: str) -> tuple[int, int]:
@@ -158,6 +188,7 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="on SIGTERM, how long running runs get to finish before they are killed and "
         "reported FAILED (default %(default)s)",
     )
+    add_connection_flags(worker)
 
 
 def _database_error(url: str, err: Exception) -> int:
@@ -178,9 +209,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
+        from gyoza_grpc.api.auth import load_api_keys
+        from gyoza_grpc.domain.access import KeysError
         from gyoza_grpc.server import serve
         from gyoza_grpc.store.schema import SchemaOutOfDate
+        from gyoza_grpc.tls import TlsError
 
+        if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+            print("gyoza-grpc: TLS needs both --tls-cert and --tls-key", file=sys.stderr)
+            return 2
+        try:
+            api_keys = load_api_keys(args.api_keys_file, os.environ.get("GYOZA_API_KEYS", ""))
+        except (KeysError, OSError) as err:
+            print(f"gyoza-grpc: {err}", file=sys.stderr)
+            return 1
         config = ServerConfig(
             host=args.host,
             port=args.port,
@@ -191,13 +233,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             lease_seconds=args.lease_seconds,
             sweep_interval_s=args.sweep_interval,
             migrate=args.migrate,
+            api_keys=api_keys,
+            reflection=args.reflection,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
         )
         try:
             asyncio.run(serve(config))
         except SchemaOutOfDate as err:
             print(f"gyoza-grpc: {err}", file=sys.stderr)
             return 3
-        except OSError as err:
+        except (OSError, TlsError) as err:
             print(f"gyoza-grpc: {err}", file=sys.stderr)
             return 1
         except (SQLAlchemyError, ImportError) as err:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gyoza_grpc.domain.access import ApiKeys
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
 
@@ -23,6 +24,17 @@ class ServerConfig:
     # How often expired leases are looked for: detection takes at most lease + interval.
     sweep_interval_s: float = 5.0
     migrate: bool = False
+    # No keys: the server is open (and says so at start). See gyoza_grpc/api/auth.py.
+    api_keys: ApiKeys = field(default_factory=ApiKeys)
+    reflection: bool = True
+    # PEM files: TLS when tls_cert and tls_key are set; mutual TLS with tls_client_ca.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert or self.tls_key or self.tls_client_ca)
 
     @property
     def address(self) -> str:

@@ -23,6 +23,7 @@ from gyoza.v1 import (
     workers_pb2,
     workers_pb2_grpc,
 )
+from gyoza_grpc.api.auth import AuthInterceptor, log_access
 from gyoza_grpc.api.decoding import DecodeErrorInterceptor
 from gyoza_grpc.api.definitions import DefinitionServicer
 from gyoza_grpc.api.runs import RunServicer
@@ -39,6 +40,7 @@ from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
 from gyoza_grpc.streams.watch import EventWatcher
 from gyoza_grpc.streams.work_signal import WorkSignal
+from gyoza_grpc.tls import server_credentials
 
 log = logging.getLogger("gyoza_grpc.server")
 
@@ -103,6 +105,12 @@ class GyozaServer:
 async def start_server(
     config: ServerConfig, *, clock: Clock = utc_now, extra_options: Sequence[tuple[str, int]] = ()
 ) -> GyozaServer:
+    # Bad TLS files fail here, before the database is touched.
+    credentials = (
+        server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+        if config.tls
+        else None
+    )
     engines = make_engines(config.database_url, pool_size=config.db_pool_size)
     try:
         await ensure_schema(engines, migrate_if_behind=config.migrate)
@@ -120,9 +128,11 @@ async def start_server(
     worker_store = WorkerStore(store)
     watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
 
-    server = grpc.aio.server(
-        options=[*SERVER_OPTIONS, *extra_options], interceptors=[DecodeErrorInterceptor()]
-    )
+    # Auth first: it refuses a call before anything else looks at it.
+    interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrorInterceptor()]
+    if config.api_keys:
+        interceptors.insert(0, AuthInterceptor(config.api_keys))
+    server = grpc.aio.server(options=[*SERVER_OPTIONS, *extra_options], interceptors=interceptors)
     runs_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(store, watcher, clock=clock), server)
     topics_pb2_grpc.add_TopicServiceServicer_to_server(TopicServicer(store, watcher), server)
     definitions_pb2_grpc.add_DefinitionServiceServicer_to_server(
@@ -133,11 +143,15 @@ async def start_server(
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    if config.reflection:
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
     try:
-        port = server.add_insecure_port(config.address)
+        if credentials is None:
+            port = server.add_insecure_port(config.address)
+        else:
+            port = server.add_secure_port(config.address, credentials)
     except RuntimeError:  # grpc's "Failed to bind to address ..."
         port = 0
     if port == 0:
@@ -186,11 +200,14 @@ async def serve(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     gs = await start_server(config)
+    log_access(config.api_keys)
     log.info(
-        "gyoza-grpc serving on %s:%d (database %s)",
+        "gyoza-grpc serving on %s:%d (database %s%s%s)",
         config.host,
         gs.port,
         _redacted(config.database_url),
+        (", mutual TLS" if config.tls_client_ca else ", TLS") if config.tls else ", plaintext",
+        "" if config.reflection else ", reflection off",
     )
     try:
         await stop.wait()

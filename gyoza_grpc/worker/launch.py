@@ -8,6 +8,7 @@ import os
 import sys
 from datetime import timedelta
 
+from gyoza_grpc.channel import connection_from_args
 from gyoza_grpc.domain.placement import Gpu
 from gyoza_grpc.worker.runner import Worker, WorkerError, default_worker_id
 from gyoza_grpc.worker.subprocess_executor import CommandHandler
@@ -46,8 +47,9 @@ def build_worker(args: argparse.Namespace) -> Worker:
     if len({g.gpu_id for g in gpus}) != len(gpus):
         raise ValueError("each --gpu needs its own ID")
     heartbeat = args.heartbeat_interval
+    connection = connection_from_args(args)
     return Worker(
-        args.target,
+        connection.target,
         args.worker_id or default_worker_id(),
         handler,
         cpu=machine_cpus() if args.cpu is None else args.cpu,
@@ -58,6 +60,8 @@ def build_worker(args: argparse.Namespace) -> Worker:
         heartbeat_interval=None if heartbeat is None else timedelta(seconds=heartbeat),
         claim_wait=timedelta(seconds=args.claim_wait),
         shutdown_grace=timedelta(seconds=args.shutdown_grace),
+        api_key=connection.api_key,
+        credentials=connection.credentials,
     )
 
 

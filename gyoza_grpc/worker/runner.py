@@ -40,6 +40,7 @@ from typing import Any
 import grpc
 
 from gyoza.v1 import runs_pb2
+from gyoza_grpc.channel import open_channel
 from gyoza_grpc.domain.placement import Capacity, Gpu
 from gyoza_grpc.worker.capacity import LocalCapacity
 from gyoza_grpc.worker.client import (
@@ -86,7 +87,11 @@ class Worker:
         report_retry_delays: the pauses between tries of an event while the server is
             unreachable; after the last, the event is given up (and reconciled later).
         call_timeout: the deadline of each call (a claim gets `claim_wait` more).
-        channel_options: extra grpc channel options; `channel` replaces the channel.
+        api_key: sent with every call as `x-api-key` metadata (a key of role worker).
+        credentials: TLS for the channel (`gyoza_grpc.tls.channel_credentials`); None for
+            plaintext.
+        channel_options: extra grpc channel options; `channel` replaces the channel (and
+            then `api_key` and `credentials` are the channel's business).
     """
 
     def __init__(
@@ -107,6 +112,8 @@ class Worker:
         call_timeout: timedelta = timedelta(seconds=DEFAULT_CALL_TIMEOUT_S),
         channel_options: Sequence[tuple[str, Any]] = (),
         channel: grpc.aio.Channel | None = None,
+        api_key: str = "",
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not worker_id:
             raise ValueError("worker_id must not be empty")
@@ -135,6 +142,8 @@ class Worker:
         self.call_timeout_s = call_timeout.total_seconds()
         self.channel_options = [*DEFAULT_CHANNEL_OPTIONS, *channel_options]
         self._channel = channel
+        self._api_key = api_key
+        self._credentials = credentials
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
         self._needs_reconcile = False
@@ -169,8 +178,11 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
-        channel = self._channel or grpc.aio.insecure_channel(
-            self.target, options=self.channel_options
+        channel = self._channel or open_channel(
+            self.target,
+            api_key=self._api_key,
+            credentials=self._credentials,
+            options=self.channel_options,
         )
         client = ServerClient(channel, call_timeout_s=self.call_timeout_s)
         executor = Executor(

@@ -32,8 +32,13 @@ class ServeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_serving(self, timeout_s: float = STARTUP_TIMEOUT_S) -> str:
-        """Wait for the "serving on HOST:PORT" line, then for health SERVING; returns HOST:PORT."""
+    def wait_serving(
+        self,
+        timeout_s: float = STARTUP_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> str:
+        """Wait for the "serving on HOST:PORT" line, then for health SERVING (over TLS with
+        `credentials`); returns HOST:PORT."""
         deadline = time.monotonic() + timeout_s
         while not self.target:
             if (match := _SERVING.search(self.log)) is not None:
@@ -46,7 +51,11 @@ class ServeProcess:
                 raise AssertionError(f"serve did not start within {timeout_s}s:\n{self.log}")
             else:
                 time.sleep(0.05)
-        with grpc.insecure_channel(self.target) as channel:
+        with (
+            grpc.insecure_channel(self.target)
+            if credentials is None
+            else grpc.secure_channel(self.target, credentials)
+        ) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 try:
