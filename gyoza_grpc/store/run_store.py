@@ -42,6 +42,19 @@ _RUN_WITH_ATTEMPT = sa.select(runs, *_ATTEMPT_COLUMNS).join(
 )
 
 
+# Statements built once: a statement made per call (`.where(col == value)`, `.values(dict)`)
+# pays for coercing every value and computing its cache key on each call.
+_LOAD_RUN = _RUN_WITH_ATTEMPT.where(runs.c.id == sa.bindparam("b_run_id"))
+_LOCK_RUN = sa.select(runs.c.id).where(runs.c.id == sa.bindparam("b_run_id")).with_for_update()
+_UPDATE_RUN = runs.update().where(runs.c.id == sa.bindparam("b_run_id"))
+_UPDATE_ATTEMPT = attempts.update().where(
+    attempts.c.run_id == sa.bindparam("b_run_id"), attempts.c.attempt == sa.bindparam("b_attempt")
+)
+_INSERT_RUN = runs.insert()
+_INSERT_ATTEMPT = attempts.insert()
+_INSERT_EVENTS = events.insert()
+
+
 def _split(row: sa.Row[Any]) -> Run:
     m = row._mapping
     attempt_row = {c.name: m[f"a_{c.name}"] for c in attempts.c}
@@ -136,17 +149,18 @@ class RunStore:
     # -- queries ---------------------------------------------------------------------------
 
     async def _load_run(self, conn: AsyncConnection, run_id: str, *, lock: bool) -> Run:
-        if lock and not self._engines.is_sqlite:
-            # Lock the run row alone, then read it with its attempt in a new statement (a new
-            # READ COMMITTED snapshot). A FOR UPDATE join that waited for a concurrent writer
-            # re-checks the run row but keeps the old snapshot's attempt row: the join then
-            # drops the run when current_attempt moved on (a false NOT_FOUND), or returns a
-            # stale attempt whose write-back loses the other writer's outputs.
-            locked = sa.select(runs.c.id).where(runs.c.id == run_id).with_for_update()
-            if (await conn.execute(locked)).first() is None:
-                raise run_not_found(run_id)
-        stmt = _RUN_WITH_ATTEMPT.where(runs.c.id == run_id)
-        row = (await conn.execute(stmt)).first()
+        # On PostgreSQL, lock the run row alone, then read it with its attempt in a new
+        # statement (a new READ COMMITTED snapshot). A FOR UPDATE join that waited for a
+        # concurrent writer re-checks the run row but keeps the old snapshot's attempt row: the
+        # join then drops the run when current_attempt moved on (a false NOT_FOUND), or returns
+        # a stale attempt whose write-back loses the other writer's outputs.
+        if (
+            lock
+            and not self._engines.is_sqlite
+            and (await conn.execute(_LOCK_RUN, {"b_run_id": run_id})).first() is None
+        ):
+            raise run_not_found(run_id)
+        row = (await conn.execute(_LOAD_RUN, {"b_run_id": run_id})).first()
         if row is None:
             raise run_not_found(run_id)
         return _split(row)
@@ -178,8 +192,8 @@ class RunStore:
                             return existing, False
                     if run.event_delivery.topic:
                         await self._ensure_topic(conn, run.event_delivery.topic)
-                    await conn.execute(runs.insert().values(rows.run_values(run, request_hash)))
-                    await conn.execute(attempts.insert().values(rows.attempt_values(run.attempt)))
+                    await conn.execute(_INSERT_RUN, rows.run_values(run, request_hash))
+                    await conn.execute(_INSERT_ATTEMPT, rows.attempt_values(run.attempt))
                 if self._on_created is not None:
                     self._on_created(run)
                 return run, True
@@ -253,17 +267,15 @@ class RunStore:
     ) -> list[TopicEvent]:
         after = t.run
         if after != before:
-            await conn.execute(
-                runs.update().where(runs.c.id == after.id).values(rows.run_changes(after))
-            )
+            await conn.execute(_UPDATE_RUN, {"b_run_id": after.id, **rows.run_changes(after)})
         if t.closed_attempt is not None:
             await self._update_attempt(conn, t.closed_attempt)
-            await conn.execute(attempts.insert().values(rows.attempt_values(after.attempt)))
+            await conn.execute(_INSERT_ATTEMPT, rows.attempt_values(after.attempt))
         elif after.attempt != before.attempt:
             await self._update_attempt(conn, after.attempt)
         if not t.events:
             return []
-        await conn.execute(events.insert(), [rows.event_values(e) for e in t.events])
+        await conn.execute(_INSERT_EVENTS, [rows.event_values(e) for e in t.events])
         if after.event_delivery.topic:
             return await self._publish_to_topic(conn, after, t.events)
         return []
@@ -271,9 +283,7 @@ class RunStore:
     async def _update_attempt(self, conn: AsyncConnection, attempt: Attempt) -> None:
         values = rows.attempt_values(attempt)
         await conn.execute(
-            attempts.update()
-            .where(attempts.c.run_id == attempt.run_id, attempts.c.attempt == attempt.number)
-            .values(values)
+            _UPDATE_ATTEMPT, {"b_run_id": attempt.run_id, "b_attempt": attempt.number, **values}
         )
 
     # -- reads -----------------------------------------------------------------------------
