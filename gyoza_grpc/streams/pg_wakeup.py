@@ -40,6 +40,7 @@ from gyoza_grpc.streams.work_signal import WorkSignal
 log = logging.getLogger("gyoza_grpc.pg_wakeup")
 
 DEFAULT_CATCHUP_S = 1.0
+LISTENER_APPLICATION_NAME = "gyoza-grpc-listener"
 # The listener's connection is pinged this often, and must answer within _PING_TIMEOUT_S.
 _PING_INTERVAL_S = 5.0
 _PING_TIMEOUT_S = 5.0
@@ -103,13 +104,17 @@ class PgWakeup:
         self.connects = 0
 
     @classmethod
-    def for_engine(cls, engine: AsyncEngine, **kw: Any) -> PgWakeup:
+    def for_engine(cls, engine: AsyncEngine, *, replica_id: str, **kw: Any) -> PgWakeup:
         kwargs = connect_args(engine)
+        # Named so an operator can find it in pg_stat_activity.
+        settings = dict(kwargs.get("server_settings") or {})
+        settings["application_name"] = f"{LISTENER_APPLICATION_NAME} {replica_id}"
+        kwargs["server_settings"] = settings
 
         def connect() -> Any:
             return asyncpg.connect(timeout=_CONNECT_TIMEOUT_S, **kwargs)
 
-        return cls(connect=connect, **kw)
+        return cls(connect=connect, replica_id=replica_id, **kw)
 
     def start(self) -> None:
         self._tasks = [
