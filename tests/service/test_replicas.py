@@ -455,3 +455,18 @@ async def test_a_statement_past_the_timeout_is_unavailable_not_unknown(pg_url: s
     finally:
         await admin.close()
         await _close(r)
+
+
+def test_serve_flags_and_environment_set_the_timeout_and_the_catch_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gyoza_grpc.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["serve", "--db-statement-timeout", "2.5", "--catchup-interval", "0.25"]
+    )
+    assert (args.db_statement_timeout, args.catchup_interval) == (2.5, 0.25)
+    monkeypatch.setenv("GYOZA_DB_STATEMENT_TIMEOUT", "7")
+    monkeypatch.setenv("GYOZA_CATCHUP_INTERVAL", "3")
+    args = build_parser().parse_args(["serve"])
+    assert (args.db_statement_timeout, args.catchup_interval) == (7.0, 3.0)
