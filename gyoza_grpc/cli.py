@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from gyoza_grpc.channel import add_connection_flags
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
+from gyoza_grpc.streams.pg_wakeup import DEFAULT_CATCHUP_S
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
 
 
@@ -62,7 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="time unary calls get to finish on SIGTERM [env GYOZA_SHUTDOWN_GRACE]",
     )
-    serve.add_argument("--db-pool-size", type=int, default=int(_env("GYOZA_DB_POOL_SIZE", "10")))
+    serve.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=int(_env("GYOZA_DB_POOL_SIZE", "10")),
+        help="database connections this server keeps (default %(default)s) "
+        "[env GYOZA_DB_POOL_SIZE]",
+    )
+    serve.add_argument(
+        "--db-statement-timeout",
+        type=float,
+        default=float(_env("GYOZA_DB_STATEMENT_TIMEOUT", "0")),
+        metavar="SECONDS",
+        help="PostgreSQL: cut off any statement running longer (the call gets UNAVAILABLE); "
+        "0 = no limit (default %(default)s) [env GYOZA_DB_STATEMENT_TIMEOUT]",
+    )
+    serve.add_argument(
+        "--catchup-interval",
+        type=float,
+        default=float(_env("GYOZA_CATCHUP_INTERVAL", str(DEFAULT_CATCHUP_S))),
+        metavar="SECONDS",
+        help="PostgreSQL replicas: how often watched runs and topics are checked against the "
+        "tables in case a wake-up notification was lost (default %(default)s) "
+        "[env GYOZA_CATCHUP_INTERVAL]",
+    )
     serve.add_argument(
         "--lease-seconds",
         type=int,
@@ -238,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_client_ca=args.tls_client_ca,
+            db_statement_timeout_s=args.db_statement_timeout,
+            catchup_interval_s=args.catchup_interval,
         )
         try:
             asyncio.run(serve(config))

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from gyoza_grpc.domain.access import ApiKeys
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
+from gyoza_grpc.streams.pg_wakeup import DEFAULT_CATCHUP_S
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
 
 
@@ -24,6 +25,11 @@ class ServerConfig:
     # How often expired leases are looked for: detection takes at most lease + interval.
     sweep_interval_s: float = 5.0
     migrate: bool = False
+    # PostgreSQL: a statement running longer is cut off (and answered UNAVAILABLE); 0 = none.
+    db_statement_timeout_s: float = 0.0
+    # PostgreSQL replicas: how often watched runs/topics and claim waiters are checked against
+    # the tables (bounds the delay a lost NOTIFY causes).
+    catchup_interval_s: float = DEFAULT_CATCHUP_S
     # No keys: the server is open (and says so at start). See gyoza_grpc/api/auth.py.
     api_keys: ApiKeys = field(default_factory=ApiKeys)
     reflection: bool = True

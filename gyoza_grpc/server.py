@@ -38,6 +38,7 @@ from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.schema import ensure_schema
 from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
+from gyoza_grpc.streams.pg_wakeup import PgWakeup, new_replica_id
 from gyoza_grpc.streams.watch import EventWatcher
 from gyoza_grpc.streams.work_signal import WorkSignal
 from gyoza_grpc.tls import server_credentials
@@ -78,6 +79,8 @@ class GyozaServer:
     workers: WorkerStore
     work_signal: WorkSignal
     sweeper: asyncio.Task[None]
+    # PostgreSQL: the LISTEN connection and catch-up that carry other replicas' wake-ups.
+    wakeup: PgWakeup | None = None
     _stopped: bool = field(default=False, init=False)
 
     @property
@@ -98,6 +101,8 @@ class GyozaServer:
         # before the engine is disposed (else asyncio.run waits on it forever).
         with contextlib.suppress(asyncio.CancelledError):
             await self.sweeper
+        if self.wakeup is not None:
+            await self.wakeup.stop()  # closes its own connection before the engine goes
         await self.server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s)
         await self.engines.dispose()
 
@@ -111,7 +116,11 @@ async def start_server(
         if config.tls
         else None
     )
-    engines = make_engines(config.database_url, pool_size=config.db_pool_size)
+    engines = make_engines(
+        config.database_url,
+        pool_size=config.db_pool_size,
+        statement_timeout_s=config.db_statement_timeout_s,
+    )
     try:
         await ensure_schema(engines, migrate_if_behind=config.migrate)
     except BaseException:
@@ -124,8 +133,26 @@ async def start_server(
         fanout.publish(run, events, published)
         work_signal.on_events(run, events, published)
 
-    store = RunStore(engines, clock=clock, on_events=on_events, on_created=work_signal.on_created)
+    replica_id = new_replica_id()
+    store = RunStore(
+        engines,
+        clock=clock,
+        on_events=on_events,
+        on_created=work_signal.on_created,
+        wakeup_origin=replica_id,
+    )
     worker_store = WorkerStore(store)
+    wakeup = None
+    if not engines.is_sqlite:
+        wakeup = PgWakeup.for_engine(
+            engines.read,
+            replica_id=replica_id,
+            store=store,
+            workers=worker_store,
+            fanout=fanout,
+            work_signal=work_signal,
+            catchup_s=config.catchup_interval_s,
+        )
     watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
 
     # Auth first: it refuses a call before anything else looks at it.
@@ -161,6 +188,8 @@ async def start_server(
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     sweeper = asyncio.create_task(_sweep_evictions(worker_store, config.sweep_interval_s))
+    if wakeup is not None:
+        wakeup.start()
     return GyozaServer(
         server=server,
         port=port,
@@ -172,6 +201,7 @@ async def start_server(
         workers=worker_store,
         work_signal=work_signal,
         sweeper=sweeper,
+        wakeup=wakeup,
     )
 
 

@@ -3,7 +3,8 @@
 SQLite: WAL, synchronous=NORMAL, a busy timeout, statements run on the loop's thread (see
 _InlineConnection), and our own BEGIN: `BEGIN IMMEDIATE` on connections of the write engine (so
 a read-then-write transaction never loses its commit to "database is locked"), none for reads.
-PostgreSQL (asyncpg): a sized pool; the store takes row locks with SELECT ... FOR UPDATE.
+PostgreSQL (asyncpg): a sized pool; the store takes row locks with SELECT ... FOR UPDATE;
+an optional statement_timeout set on every pooled connection.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ class Engines:
         await self.read.dispose()
 
 
-def make_engines(url: str, *, pool_size: int = 10, echo: bool = False) -> Engines:
+def make_engines(
+    url: str, *, pool_size: int = 10, echo: bool = False, statement_timeout_s: float = 0
+) -> Engines:
+    """`statement_timeout_s` (PostgreSQL only; 0 = none) cuts off any one statement that runs
+    longer, a lock wait included."""
     sa_url = make_url(url)
     backend = sa_url.get_backend_name()
     if backend == "sqlite":
@@ -55,8 +60,17 @@ def make_engines(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine
             read=engine, write=engine.execution_options(**{_WRITE_OPTION: True}), is_sqlite=True
         )
     if backend == "postgresql":
+        connect_args: dict[str, Any] = {}
+        if statement_timeout_s > 0:
+            timeout_ms = max(1, round(statement_timeout_s * 1000))
+            connect_args["server_settings"] = {"statement_timeout": str(timeout_ms)}
         engine = create_async_engine(
-            sa_url, echo=echo, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
+            sa_url,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_pre_ping=True,
+            connect_args=connect_args,
         )
         return Engines(read=engine, write=engine, is_sqlite=False)
     raise ValueError(

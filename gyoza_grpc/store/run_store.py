@@ -26,8 +26,13 @@ from gyoza_grpc.domain.errors import AlreadyExists, InvalidArgument, run_not_fou
 from gyoza_grpc.domain.model import Attempt, Event, Run, RunState, TopicEvent
 from gyoza_grpc.domain.state_machine import Transition
 from gyoza_grpc.store import rows
+from gyoza_grpc.store.db_errors import database_errors
 from gyoza_grpc.store.engine import Engines
 from gyoza_grpc.store.tables import attempts, events, runs, topic_events, topics
+from gyoza_grpc.store.wakeups import CHANNEL, Wakeups
+
+# Keys per IN (...) list when looking up the positions of many runs or topics.
+_POSITIONS_CHUNK = 500
 
 RunChange = Callable[[Run, datetime], Transition]
 # Called after each commit that appended events: the run, its new events, and the same
@@ -95,6 +100,7 @@ class RunStore:
         clock: Clock = utc_now,
         on_events: EventsCommitted | None = None,
         on_created: Callable[[Run], None] | None = None,
+        wakeup_origin: str | None = None,
     ) -> None:
         self._engines = engines
         self._clock = clock
@@ -104,16 +110,38 @@ class RunStore:
         self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if engines.is_sqlite else contextlib.nullcontext()
         )
+        # PostgreSQL with replicas: each write transaction NOTIFYs what it touched, tagged
+        # with this origin (see store/wakeups.py). None: no notifications (SQLite).
+        self._origin = None if engines.is_sqlite else wakeup_origin
+        self._wakeups: dict[AsyncConnection, Wakeups] = {}
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock, self._engines.write.begin() as conn:
-            yield conn
+        with database_errors():
+            async with self._write_lock, self._engines.write.begin() as conn:
+                if self._origin is None:
+                    yield conn
+                    return
+                touched = self._wakeups[conn] = Wakeups()
+                try:
+                    yield conn
+                    if touched:  # delivered by PostgreSQL only if the COMMIT that follows is
+                        payload = touched.encode(self._origin)
+                        await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+                finally:
+                    del self._wakeups[conn]
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engines.read.begin() as conn:
-            yield conn
+        with database_errors():
+            async with self._engines.read.begin() as conn:
+                yield conn
+
+    def wakeups(self, conn: AsyncConnection) -> Wakeups:
+        """What the write transaction on `conn` touched, for the other replicas (a throwaway
+        collector when notifications are off)."""
+        found = self._wakeups.get(conn)
+        return found if found is not None else Wakeups()
 
     def _notify(
         self, run: Run, new_events: Sequence[Event], published: Sequence[TopicEvent]
@@ -194,6 +222,7 @@ class RunStore:
                         await self._ensure_topic(conn, run.event_delivery.topic)
                     await conn.execute(_INSERT_RUN, rows.run_values(run, request_hash))
                     await conn.execute(_INSERT_ATTEMPT, rows.attempt_values(run.attempt))
+                    self.wakeups(conn).claimable = True
                 if self._on_created is not None:
                     self._on_created(run)
                 return run, True
@@ -276,6 +305,7 @@ class RunStore:
         if not t.events:
             return []
         await conn.execute(_INSERT_EVENTS, [rows.event_values(e) for e in t.events])
+        self.wakeups(conn).add_events(after, t.events)
         if after.event_delivery.topic:
             return await self._publish_to_topic(conn, after, t.events)
         return []
@@ -385,6 +415,25 @@ class RunStore:
             )
             found = [rows.attempt_from_row(r._mapping) for r in await conn.execute(stmt)]
         return run, found
+
+    async def last_positions(
+        self, run_ids: Sequence[str], topic_names: Sequence[str]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """The last seq of each run and the last cursor of each topic that exists."""
+        found_runs: dict[str, int] = {}
+        found_topics: dict[str, int] = {}
+        async with self._read() as conn:
+            for i in range(0, len(run_ids), _POSITIONS_CHUNK):
+                chunk = list(run_ids[i : i + _POSITIONS_CHUNK])
+                stmt = sa.select(runs.c.id, runs.c.last_seq).where(runs.c.id.in_(chunk))
+                found_runs.update((r.id, r.last_seq) for r in await conn.execute(stmt))
+            for i in range(0, len(topic_names), _POSITIONS_CHUNK):
+                chunk = list(topic_names[i : i + _POSITIONS_CHUNK])
+                stmt = sa.select(topics.c.name, topics.c.last_cursor).where(
+                    topics.c.name.in_(chunk)
+                )
+                found_topics.update((r.name, r.last_cursor) for r in await conn.execute(stmt))
+        return found_runs, found_topics
 
     async def list_topic_events(
         self, topic: str, *, after: int, limit: int

@@ -137,6 +137,8 @@ class WorkerStore:
                     workers.update().where(workers.c.worker_id == worker_id).values(values)
                 )
             views = await self._run_views(conn, [h.run_id for h in running])
+            # Its long-poll may wait on another replica: new capacity may fit a waiting run.
+            self._runs.wakeups(conn).workers.add(worker_id)
         return stop_orders(worker_id, running, views)
 
     async def _run_views(self, conn: AsyncConnection, run_ids: list[str]) -> dict[str, RunView]:
@@ -249,6 +251,11 @@ class WorkerStore:
         for t, published in transitions:
             self._runs.notify(t, published)
         return claimed, next_due
+
+    async def any_claimable(self) -> bool:
+        """Whether some PENDING run is claimable now (whoever it fits)."""
+        async with self._runs.read_transaction() as conn:
+            return await self._any_claimable(conn, to_us(self.now))
 
     async def _any_claimable(self, conn: AsyncConnection, now_us: int) -> bool:
         stmt = (

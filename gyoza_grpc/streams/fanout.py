@@ -5,6 +5,11 @@ burst would overflow it, the buffer is dropped and the subscriber marked `overfl
 watcher catches up from the store at its own cursor. So a slow watcher never blocks a writer
 or another watcher, never grows without bound, and never skips an event: the table stays the
 source of truth, the fan-out is only a fast path and a wake-up.
+
+With replicas (streams/pg_wakeup.py), events committed elsewhere come in through `offer`
+(read once per key from the store, then shared) or `poke` (every subscriber of the key re-reads
+at its own cursor); the fan-out remembers the last position it handed out per followed key so
+a catch-up can tell which keys fell behind the tables.
 """
 
 from __future__ import annotations
@@ -55,13 +60,16 @@ class Subscription:
         "key",
         "limit",
         "overflowed",
+        "position",
         "quiet",
         "wakeup",
     )
 
-    def __init__(self, key: Key, limit: int) -> None:
+    def __init__(self, key: Key, limit: int, position: int) -> None:
         self.key = key
         self.limit = limit
+        # The last seq (or cursor) its watcher delivered; kept up to date by the watcher.
+        self.position = position
         self.buffer: deque[Any] = deque()
         self.overflowed = False
         self.closed = False
@@ -79,6 +87,12 @@ class Subscription:
                 self.overflowed = True
             else:
                 self.buffer.extend(events)
+        self.wakeup.set()
+
+    def poke(self) -> None:
+        """Something may have been committed that was not offered: re-read the store."""
+        self.buffer.clear()
+        self.overflowed = True
         self.wakeup.set()
 
     def take(self) -> tuple[list[Any], bool]:
@@ -122,7 +136,13 @@ class FanOut:
     def __init__(self, *, buffer_limit: int = DEFAULT_BUFFER) -> None:
         self._buffer_limit = buffer_limit
         self._subs: dict[Key, set[Subscription]] = {}
+        # The highest position offered per key that has subscribers.
+        self._last: dict[Key, int] = {}
         self._closed = False
+
+    @property
+    def buffer_limit(self) -> int:
+        return self._buffer_limit
 
     @property
     def closed(self) -> bool:
@@ -131,8 +151,24 @@ class FanOut:
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
-    def subscribe(self, key: Key) -> Subscription:
-        sub = Subscription(key, self._buffer_limit)
+    def keys(self) -> list[Key]:
+        """Every key with at least one subscriber."""
+        return list(self._subs)
+
+    def subscribers(self, key: Key) -> list[Subscription]:
+        return list(self._subs.get(key, ()))
+
+    def last_position(self, key: Key) -> int | None:
+        """The highest position offered to `key`'s subscribers, None if none yet."""
+        return self._last.get(key)
+
+    def note_position(self, key: Key, position: int) -> None:
+        """Every subscriber of `key` has been offered (or told to read) up to `position`."""
+        if key in self._subs and position > self._last.get(key, position - 1):
+            self._last[key] = position
+
+    def subscribe(self, key: Key, position: int = -1) -> Subscription:
+        sub = Subscription(key, self._buffer_limit, position)
         if self._closed:
             sub.closed = True
         self._subs.setdefault(key, set()).add(sub)
@@ -146,14 +182,28 @@ class FanOut:
         subs.discard(sub)
         if not subs:
             del self._subs[sub.key]
+            self._last.pop(sub.key, None)
 
     def publish(self, run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
         """Called after the transaction that wrote `events` committed."""
-        for sub in self._subs.get(run_key(run.id), ()):
-            sub.offer(events)
+        self.offer(run_key(run.id), events, events[-1].seq)
         if published:
-            for sub in self._subs.get(topic_key(published[0].topic), ()):
-                sub.offer(published)
+            self.offer(topic_key(published[0].topic), published, published[-1].cursor)
+
+    def offer(self, key: Key, items: Sequence[Any], last: int) -> None:
+        """Hand `items` (committed, in order, ending at position `last`) to `key`'s
+        subscribers."""
+        subs = self._subs.get(key)
+        if not subs:
+            return
+        for sub in subs:
+            sub.offer(items)
+        self.note_position(key, last)
+
+    def poke(self, key: Key) -> None:
+        """Make every subscriber of `key` re-read the store at its own cursor."""
+        for sub in self._subs.get(key, ()):
+            sub.poke()
 
     def close(self) -> None:
         """Shutdown: every watcher wakes up and ends its stream."""

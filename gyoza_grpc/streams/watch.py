@@ -110,7 +110,7 @@ class EventWatcher:
             return await self._after_final(run_id, feed, cur)
 
         feed = _Feed(read, _seq, _leaves_run_terminal, after_final)
-        sub = self._fanout.subscribe(run_key(run_id))
+        sub = self._fanout.subscribe(run_key(run_id), cursor)
         try:
             run, _ = await self._store.get_run(run_id)  # NOT_FOUND before anything is sent
             backlog = await self._read_all(feed, cursor)
@@ -131,7 +131,7 @@ class EventWatcher:
             return await self._store.list_topic_events(topic, after=cur, limit=limit)
 
         feed = _Feed(read, _cursor, _never)
-        sub = self._fanout.subscribe(topic_key(topic))
+        sub = self._fanout.subscribe(topic_key(topic), cursor)
         try:
             backlog = await self._read_all(feed, cursor)
             async for item in self._follow(feed, sub, cursor, backlog):
@@ -181,7 +181,7 @@ class EventWatcher:
                 if pos != cursor + 1:
                     hole = True
                     break
-                cursor = pos
+                cursor = sub.position = pos
                 last = item
                 yield item
             if hole:

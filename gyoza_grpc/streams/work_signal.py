@@ -5,8 +5,8 @@ run cost a claim transaction each, one after another on SQLite). A woken worker 
 nothing passes the wake-up on to the next waiter, at most once around the queue, so a run that
 fits only some workers still reaches one of them. Freed capacity (a heartbeat, a run that
 ends) wakes only the worker it belongs to. A waiter remembers the version it claimed at: a
-notify between its claim and its wait is never lost. A later issue extends the wake-up across
-replicas.
+notify between its claim and its wait is never lost. Wake-ups from other replicas come in
+through streams/pg_wakeup.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gyoza_grpc.domain.model import Event, Run, RunState, TopicEvent
+from gyoza_grpc.domain.model import Event, Run, TopicEvent
+from gyoza_grpc.store.wakeups import claim_wakeup
 
 
 @dataclass(slots=True)
@@ -37,10 +38,21 @@ class WorkSignal:
     def version(self) -> int:
         return self._version
 
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
     def notify_one(self) -> None:
         """A run became claimable: wake the longest-waiting worker."""
         self._version += 1
         self._wake_next(hops=len(self._queue))
+
+    def wake_one(self) -> None:
+        """Wake the longest-waiting worker, not passed on if it claims nothing (a periodic
+        check that costs one claim per round; the queue rotates, so each round tries
+        another waiter)."""
+        self._version += 1
+        self._wake_next(hops=1)
 
     def notify_worker(self, worker_id: str) -> None:
         """`worker_id`'s free capacity changed: wake its own waiters only."""
@@ -95,8 +107,8 @@ class WorkSignal:
         self.notify_one()
 
     def on_events(self, run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
-        last = events[-1]
-        if last.state is RunState.PENDING:
-            self.notify_one()  # a retry (or an unassigned run) is claimable again
-        elif last.state.is_terminal and run.attempt.summary.worker_id:
-            self.notify_worker(run.attempt.summary.worker_id)
+        claimable, worker = claim_wakeup(run, events)
+        if claimable:
+            self.notify_one()
+        elif worker:
+            self.notify_worker(worker)
