@@ -242,10 +242,6 @@ class Reader:
     def bad(self, name: str, msg: str, kind: str) -> None:
         self.errors.append(unreadable([*self.loc, name], msg, kind))
 
-    def given(self, name: str) -> bool:
-        """Present and not null (pydantic's `None` means "not given")."""
-        return self.doc.get(name) is not None
-
     def integer(self, name: str, bounds: tuple[int, int] = _INT32) -> int | None:
         value = self.doc.get(name)
         if value is None:
@@ -267,7 +263,11 @@ class Reader:
         if not isinstance(value, int | float) or isinstance(value, bool):
             self.bad(name, "Input should be a valid number", "float_type")
             return None
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            self.bad(name, "Input should be a number a double can hold", "float_range")
+            return None
 
     def text(self, name: str) -> str | None:
         value = self.doc.get(name)
@@ -286,6 +286,17 @@ class Reader:
             self.bad(name, "Input should be a valid dictionary", "dict_type")
             return None
         return value
+
+    def struct(self, name: str) -> struct_pb2.Struct | None:
+        """An object as a google.protobuf.Struct (None when not given)."""
+        doc = self.object(name)
+        if doc is None:
+            return None
+        try:
+            return struct(doc)
+        except (OverflowError, ValueError):  # an integer too large for a double
+            self.bad(name, "Input should hold only numbers a double can hold", "float_range")
+            return None
 
     def sub(self, name: str) -> Reader | None:
         doc = self.object(name)
@@ -344,9 +355,7 @@ def _retry_policy(r: Reader | None) -> runs_pb2.RetryPolicy:
 def _event_delivery(r: Reader | None) -> runs_pb2.EventDelivery:
     if r is None:
         return runs_pb2.EventDelivery()
-    return runs_pb2.EventDelivery(
-        topic=r.text("topic") or "", attributes=struct(r.object("attributes"))
-    )
+    return runs_pb2.EventDelivery(topic=r.text("topic") or "", attributes=r.struct("attributes"))
 
 
 def create_run_request(body: Mapping[str, Any]) -> runs_pb2.CreateRunRequest:
@@ -354,7 +363,7 @@ def create_run_request(body: Mapping[str, Any]) -> runs_pb2.CreateRunRequest:
     r = Reader(body)
     req = runs_pb2.CreateRunRequest(
         image=r.text("image") or "",
-        inputs=struct(r.object("inputs")),
+        inputs=r.struct("inputs"),
         constraints=_constraints(r.sub("constraints")),
         retry_policy=_retry_policy(r.sub("retry_policy")),
         event_delivery=_event_delivery(r.sub("event_delivery")),
@@ -373,14 +382,14 @@ def update_run_request(run_id: str, body: Mapping[str, Any]) -> runs_pb2.UpdateR
     r = Reader(body)
     req = runs_pb2.UpdateRunRequest(id=run_id)
     state = r.text("state")
-    outputs = r.object("outputs")
+    outputs = r.struct("outputs")
     priority = r.integer("priority")
     r.check()
     if state is not None:
         req.state = state_value(state)
         req.update_mask.paths.append("state")
     if outputs is not None:
-        req.outputs.CopyFrom(struct(outputs))
+        req.outputs.CopyFrom(outputs)
         req.update_mask.paths.append("outputs")
     if priority is not None:
         req.priority = priority
@@ -396,7 +405,7 @@ def add_event_request(run_id: str, body: Mapping[str, Any]) -> runs_pb2.AddEvent
     msg = body.get("msg")
     if msg is not None and (not isinstance(msg, str | int) or isinstance(msg, bool)):
         r.bad("msg", "Input should be a valid string or integer", "string_type")
-    payload = r.object("payload")
+    payload = r.struct("payload")
     attempt = r.integer("attempt")
     if type_ is None:
         r.bad("type", "Field required", "missing")
@@ -405,7 +414,7 @@ def add_event_request(run_id: str, body: Mapping[str, Any]) -> runs_pb2.AddEvent
         run_id=run_id,
         type=event_type_value(type_ or ""),
         msg="" if msg is None else str(msg),
-        payload=struct(payload),
+        payload=payload,
     )
     if attempt is not None:
         req.attempt = attempt
@@ -420,7 +429,7 @@ def run_from_definition_request(
     req = definitions_pb2.CreateRunFromDefinitionRequest(
         name=name,
         version=r.text("version") or "",
-        inputs=struct(r.object("inputs")),
+        inputs=r.struct("inputs"),
         request_id=r.text("request_id") or "",
     )
     priority = r.integer("priority")

@@ -58,7 +58,7 @@ async def keyed() -> AsyncIterator[tuple[TestClient[Any, Any], KeyedRuns]]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        app = make_app(f"127.0.0.1:{port}", timeout_s=1.0)
+        app = make_app(f"127.0.0.1:{port}", timeout_s=3.0)
         async with TestClient(TestServer(app)) as http:
             yield http, servicer
     finally:

@@ -68,6 +68,10 @@ async def test_create_refusals(gateway: Gateway) -> None:
     body = await gateway.call("POST", "/runs", 422, data=b"{not json")
     assert body["detail"][0]["type"] == "json_invalid"
     await gateway.call("POST", "/runs", 422, json=["image"])
+    # A number no double can hold cannot travel in a Struct.
+    huge = b'{"image": "i", "inputs": {"n": 1' + b"0" * 400 + b"}}"
+    body = await gateway.call("POST", "/runs", 422, data=huge)
+    assert body["detail"][0]["loc"] == ["body", "inputs"]
 
 
 async def test_request_id_is_idempotent_and_409_on_another_body(gateway: Gateway) -> None:
