@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply schema migrations and exit")
     _add_database(migrate)
     _add_worker(sub)
+    _add_gateway(sub)
     return parser
 
 
@@ -215,6 +216,41 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_connection_flags(worker)
 
 
+def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gateway = sub.add_parser(
+        "gateway",
+        help="serve the original gyoza REST routes, translated to gRPC calls",
+        description="A JSON-over-HTTP gateway to a gyoza-grpc server: GET/POST /runs, "
+        "/runs/{id}/..., /definitions/{name}, server-sent events at /runs/{id}/events/stream, "
+        "the OpenAPI document at /openapi.json. Needs the rest extra: "
+        "pip install 'gyoza-grpc[rest]'.",
+    )
+    gateway.add_argument(
+        "--target",
+        default=_env("GYOZA_TARGET", "127.0.0.1:50051"),
+        help="the gRPC server, HOST:PORT (default %(default)s) [env GYOZA_TARGET]",
+    )
+    gateway.add_argument(
+        "--host",
+        default=_env("GYOZA_GATEWAY_HOST", "127.0.0.1"),
+        help="address to listen on (default %(default)s) [env GYOZA_GATEWAY_HOST]",
+    )
+    gateway.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("GYOZA_GATEWAY_PORT", "5555")),
+        help="port to listen on (default %(default)s) [env GYOZA_GATEWAY_PORT]",
+    )
+    gateway.add_argument(
+        "--timeout",
+        type=float,
+        default=float(_env("GYOZA_GATEWAY_TIMEOUT", "30")),
+        metavar="SECONDS",
+        help="deadline of each gRPC call but the event stream; past it: 504 "
+        "[env GYOZA_GATEWAY_TIMEOUT]",
+    )
+
+
 def _database_error(url: str, err: Exception) -> int:
     """One line, not a traceback, for a database that cannot be reached, parsed or opened."""
     cause = err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
@@ -300,4 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gyoza_grpc.worker.launch import run_worker
 
         return run_worker(args)
+    if args.command == "gateway":
+        from gyoza_grpc.gateway.launch import run_gateway
+
+        return run_gateway(args)
     return 2

@@ -1,0 +1,180 @@
+"""What the gateway adds around the calls: X-API-Key passthrough, the gRPC status -> HTTP
+mapping, FastAPI-shaped errors, /openapi.json, shutdown with open streams, and the command
+without the rest extra."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from openapi_spec_validator import validate
+
+from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza_grpc.cli import main
+from gyoza_grpc.gateway.app import make_app
+from gyoza_grpc.gateway.openapi import ROUTES, document
+from tests.conftest import TEST_SERVER_OPTIONS
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_event_stream import next_frame
+
+
+class KeyedRuns(runs_pb2_grpc.RunServiceServicer):
+    """A RunService that records the x-api-key it is called with and answers like the auth
+    of the server would: no key UNAUTHENTICATED, a key other than "good" PERMISSION_DENIED.
+    A run id "code-NAME" fails with that status; "slow" outlives the gateway's deadline."""
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+
+    async def GetRun(
+        self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> runs_pb2.GetRunResponse:
+        key = dict(context.invocation_metadata() or ()).get("x-api-key")
+        self.seen.append(key)  # type: ignore[arg-type]
+        if key is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing x-api-key")
+        if key != "good":
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "key may not read runs")
+        if request.id.startswith("code-"):
+            code = grpc.StatusCode[request.id.removeprefix("code-")]
+            await context.abort(code, f"told to fail with {code.name}")
+        if request.id == "slow":
+            await asyncio.sleep(30)
+        return runs_pb2.GetRunResponse(
+            run=runs_pb2.Run(id=request.id, state=runs_pb2.RUN_STATE_RUNNING)
+        )
+
+
+@pytest.fixture
+async def keyed() -> AsyncIterator[tuple[TestClient[Any, Any], KeyedRuns]]:
+    servicer = KeyedRuns()
+    server = grpc.aio.server(options=TEST_SERVER_OPTIONS)
+    runs_pb2_grpc.add_RunServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        app = make_app(f"127.0.0.1:{port}", timeout_s=3.0)
+        async with TestClient(TestServer(app)) as http:
+            yield http, servicer
+    finally:
+        await server.stop(0)
+
+
+async def test_x_api_key_is_passed_through(keyed: tuple[TestClient[Any, Any], KeyedRuns]) -> None:
+    http, servicer = keyed
+    resp = await http.get("/runs/r1", headers={"X-API-Key": "good"})
+    assert resp.status == 200
+    assert (await resp.json())["state"] == "RUNNING"
+    resp = await http.get("/runs/r1")
+    assert resp.status == 401
+    assert await resp.json() == {"detail": "missing x-api-key", "code": "UNAUTHENTICATED"}
+    resp = await http.get("/runs/r1", headers={"X-API-Key": "bad"})
+    assert resp.status == 403
+    assert (await resp.json())["code"] == "PERMISSION_DENIED"
+    # The event stream's calls carry the key too.
+    resp = await http.get("/runs/r2/events/stream", headers={"X-API-Key": "other"})
+    assert resp.status == 403
+    assert servicer.seen == ["good", None, "bad", "other"]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("INVALID_ARGUMENT", 400),
+        ("OUT_OF_RANGE", 400),
+        ("FAILED_PRECONDITION", 400),
+        ("NOT_FOUND", 404),
+        ("ALREADY_EXISTS", 409),
+        ("ABORTED", 409),
+        ("RESOURCE_EXHAUSTED", 429),
+        ("UNIMPLEMENTED", 501),
+        ("UNAVAILABLE", 503),
+        ("DEADLINE_EXCEEDED", 504),
+        ("INTERNAL", 500),
+        ("UNKNOWN", 500),
+    ],
+)
+async def test_status_mapping(
+    keyed: tuple[TestClient[Any, Any], KeyedRuns], code: str, status: int
+) -> None:
+    http, _ = keyed
+    resp = await http.get(f"/runs/code-{code}", headers={"X-API-Key": "good"})
+    assert resp.status == status
+    assert await resp.json() == {"detail": f"told to fail with {code}", "code": code}
+
+
+async def test_deadline_is_504(keyed: tuple[TestClient[Any, Any], KeyedRuns]) -> None:
+    http, _ = keyed
+    resp = await http.get("/runs/slow", headers={"X-API-Key": "good"})
+    assert resp.status == 504
+    assert (await resp.json())["code"] == "DEADLINE_EXCEEDED"
+
+
+async def test_server_down_is_503() -> None:
+    with_nothing_there = make_app("127.0.0.1:1", timeout_s=5.0)
+    async with TestClient(TestServer(with_nothing_there)) as http:
+        resp = await http.get("/runs")
+        assert resp.status == 503
+        assert (await resp.json())["code"] == "UNAVAILABLE"
+
+
+async def test_routing_errors_are_json(gateway: Gateway) -> None:
+    resp = await gateway.http.get("/nowhere")
+    assert (resp.status, await resp.json()) == (404, {"detail": "Not Found"})
+    resp = await gateway.http.delete("/runs")
+    assert (resp.status, await resp.json()) == (405, {"detail": "Method Not Allowed"})
+    assert set(resp.headers["Allow"].split(",")) == {"GET", "POST"}
+
+
+async def test_openapi_document_is_valid_and_lists_every_route(gateway: Gateway) -> None:
+    doc = await gateway.call("GET", "/openapi.json", 200)
+    assert doc == document()
+    validate(doc)
+    served = {
+        (r.method, r.resource.canonical)
+        for r in gateway.http.app.router.routes()  # type: ignore[union-attr]
+        if r.resource is not None and r.method != "HEAD"
+    }
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert served == documented | {("GET", "/openapi.json")}
+    assert len(documented) == len(ROUTES) == 12
+
+
+async def test_gateway_shutdown_ends_open_streams(tmp_path: Any) -> None:
+    from gyoza_grpc.config import ServerConfig
+    from gyoza_grpc.server import start_server
+    from tests import databases
+
+    config = ServerConfig(host="127.0.0.1", port=0, database_url=databases.sqlite_url(tmp_path))
+    gs = await start_server(config, extra_options=TEST_SERVER_OPTIONS)
+    try:
+        http = TestClient(TestServer(make_app(gs.target)))
+        await http.start_server()
+        try:
+            created = await http.post("/runs", json={"image": "img"})
+            rid = (await created.json())["id"]
+            resp = await http.get(f"/runs/{rid}/events/stream")
+            assert resp.status == 200
+            await asyncio.wait_for(http.server.close(), 10)  # does not wait for the stream
+            frame = await next_frame(resp)
+            assert frame is not None and frame.fields["event"] == "error"
+            assert frame.data["status"] == 503
+        finally:
+            await http.close()
+    finally:
+        await gs.stop(0)
+
+
+def test_gateway_command_without_the_rest_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # an import of it fails
+    for name in ("gyoza_grpc.gateway.app", "gyoza_grpc.gateway.sse"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert main(["gateway", "--port", "0"]) == 2
+    assert "pip install 'gyoza-grpc[rest]'" in capsys.readouterr().err
