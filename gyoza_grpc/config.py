@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
 
@@ -23,6 +24,8 @@ class ServerConfig:
     # How often expired leases are looked for: detection takes at most lease + interval.
     sweep_interval_s: float = 5.0
     migrate: bool = False
+    # Message size, JSON size, events per run and watch stream caps (domain/limits.py).
+    limits: Limits = DEFAULT_LIMITS
 
     @property
     def address(self) -> str:
