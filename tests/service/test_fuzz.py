@@ -346,6 +346,7 @@ class Target:
     url: str
     pools: Pools
     sent: dict[str, int] = field(default_factory=dict)
+    rounds: int = 0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=databases.BACKENDS)
@@ -484,9 +485,10 @@ _FUZZ = settings(
 
 
 async def _fuzz_round(target: Target, data: st.DataObject) -> None:
-    if target.url.startswith("postgresql") and data.draw(st.integers(0, 3)) != 0:
-        return  # a quarter of the rounds on PostgreSQL: same coverage of shapes, less time
     batch = _draw_batch(data, target.pools)
+    target.rounds += 1
+    if target.url.startswith("postgresql") and target.rounds % 6:
+        return  # every sixth round is sent on PostgreSQL: the same shapes, a bounded time
     await asyncio.gather(*(_call(target, m, body) for m, body in batch))
     await _healthy(target.channel)
 
@@ -504,7 +506,7 @@ async def test_every_rpc_was_fuzzed_and_the_database_is_consistent(target: Targe
     await _healthy(target.channel)
     assert {m.path for m in METHODS} <= set(target.sent), set(target.sent)
     total = sum(target.sent.values())
-    assert total >= (1000 if target.url.startswith("sqlite") else 200), target.sent
+    assert total >= (1000 if target.url.startswith("sqlite") else 150), target.sent
     # The server still does real work after all that.
     runs = runs_pb2_grpc.RunServiceStub(target.channel)
     run = (await runs.CreateRun(runs_pb2.CreateRunRequest(image="img"))).run

@@ -384,3 +384,31 @@ async def test_a_long_poll_ends_by_the_callers_deadline_and_leaves_no_waiter(
     resp = await late
     assert [c.run.id for c in resp.claims] == [run.id]
     assert time.monotonic() - started < 10
+
+
+# -- flags ---------------------------------------------------------------------------------
+
+
+def test_limit_flags_and_environment_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gyoza_grpc import cli
+
+    monkeypatch.setenv("GYOZA_MAX_WATCH_STREAMS", "7")
+    args = cli.build_parser().parse_args(
+        ["serve", "--max-message-bytes", "1000", "--max-json-bytes", "900",
+         "--max-payload-bytes", "800", "--max-events-per-run", "50"]
+    )  # fmt: skip
+    assert cli._limits(args) == Limits(
+        max_message_bytes=1000,
+        max_json_bytes=900,
+        max_payload_bytes=800,
+        max_events_per_run=50,
+        max_watch_streams=7,
+    )
+    assert cli._limits(cli.build_parser().parse_args(["serve"])) == Limits(max_watch_streams=7)
+
+
+def test_a_limit_below_one_is_refused_at_startup(capsys: pytest.CaptureFixture[str]) -> None:
+    from gyoza_grpc import cli
+
+    assert cli.main(["serve", "--max-events-per-run", "0"]) == 2
+    assert "max_events_per_run must be at least 1, got 0" in capsys.readouterr().err
