@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from gyoza_grpc.channel import add_connection_flags
 from gyoza_grpc.config import ServerConfig
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
 from gyoza_grpc.streams.pg_wakeup import DEFAULT_CATCHUP_S
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often expired leases are looked for; eviction happens within "
         "lease + interval of the last heartbeat [env GYOZA_SWEEP_INTERVAL]",
     )
+    _add_limits(serve)
     serve.add_argument(
         "--migrate",
         action="store_true",
@@ -142,6 +144,37 @@ def _add_security(serve: argparse.ArgumentParser) -> None:
         ),
     ):
         serve.add_argument(flag, metavar="PEM", default=_env(env, ""), help=f"{what} [env {env}]")
+
+
+_LIMIT_FLAGS = (
+    # flag, Limits field, env, help
+    ("--max-message-bytes", "max_message_bytes", "GYOZA_MAX_MESSAGE_BYTES",
+     "largest request accepted; larger ones get RESOURCE_EXHAUSTED"),
+    ("--max-json-bytes", "max_json_bytes", "GYOZA_MAX_JSON_BYTES",
+     "largest inputs, outputs or topic attributes, as compact JSON"),
+    ("--max-payload-bytes", "max_payload_bytes", "GYOZA_MAX_PAYLOAD_BYTES",
+     "largest event payload, as compact JSON (a COMPLETED event's outputs excepted)"),
+    ("--max-events-per-run", "max_events_per_run", "GYOZA_MAX_EVENTS_PER_RUN",
+     "events a run holds before it takes only lifecycle events"),
+    ("--max-watch-streams", "max_watch_streams", "GYOZA_MAX_WATCH_STREAMS",
+     "WatchEvents and WatchTopic streams open at once"),
+)  # fmt: skip
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    """The --max-* flags; defaults from domain/limits.py (docs/limits.md)."""
+    for flag, name, env, text in _LIMIT_FLAGS:
+        p.add_argument(
+            flag,
+            type=int,
+            default=int(_env(env, str(getattr(DEFAULT_LIMITS, name)))),
+            metavar="N",
+            help=f"{text} (default %(default)s) [env {env}]",
+        )
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(**{name: getattr(args, name) for _, name, _, _ in _LIMIT_FLAGS})
 
 
 def _gpu(text: str) -> tuple[int, int]:
@@ -283,6 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (KeysError, OSError) as err:
             print(f"gyoza-grpc: {err}", file=sys.stderr)
             return 1
+        try:
+            limits = _limits(args)
+        except ValueError as err:
+            print(f"gyoza-grpc: {err}", file=sys.stderr)
+            return 2
         config = ServerConfig(
             host=args.host,
             port=args.port,
@@ -300,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_client_ca=args.tls_client_ca,
             db_statement_timeout_s=args.db_statement_timeout,
             catchup_interval_s=args.catchup_interval,
+            limits=limits,
         )
         try:
             asyncio.run(serve(config))

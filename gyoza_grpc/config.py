@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gyoza_grpc.domain.access import ApiKeys
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
 from gyoza_grpc.streams.pg_wakeup import DEFAULT_CATCHUP_S
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
@@ -41,6 +42,9 @@ class ServerConfig:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert or self.tls_key or self.tls_client_ca)
+
+    # Message size, JSON size, events per run and watch stream caps (domain/limits.py).
+    limits: Limits = DEFAULT_LIMITS
 
     @property
     def address(self) -> str:

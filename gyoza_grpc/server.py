@@ -40,6 +40,7 @@ from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
 from gyoza_grpc.streams.pg_wakeup import PgWakeup, new_replica_id
 from gyoza_grpc.streams.watch import EventWatcher
+from gyoza_grpc.streams.watch_slots import WatchSlots
 from gyoza_grpc.streams.work_signal import WorkSignal
 from gyoza_grpc.tls import server_credentials
 
@@ -155,15 +156,28 @@ async def start_server(
         )
     watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
 
+    limits = config.limits
+    # Larger requests get RESOURCE_EXHAUSTED from grpc itself, before any handler runs.
+    size_options = [("grpc.max_receive_message_length", limits.max_message_bytes)]
     # Auth first: it refuses a call before anything else looks at it.
     interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrorInterceptor()]
     if config.api_keys:
         interceptors.insert(0, AuthInterceptor(config.api_keys))
-    server = grpc.aio.server(options=[*SERVER_OPTIONS, *extra_options], interceptors=interceptors)
-    runs_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(store, watcher, clock=clock), server)
-    topics_pb2_grpc.add_TopicServiceServicer_to_server(TopicServicer(store, watcher), server)
+    server = grpc.aio.server(
+        options=[*SERVER_OPTIONS, *size_options, *extra_options], interceptors=interceptors
+    )
+    slots = WatchSlots(limits.max_watch_streams)
+    runs_pb2_grpc.add_RunServiceServicer_to_server(
+        RunServicer(store, watcher, clock=clock, limits=limits, watch_slots=slots), server
+    )
+    topics_pb2_grpc.add_TopicServiceServicer_to_server(
+        TopicServicer(store, watcher, watch_slots=slots), server
+    )
     definitions_pb2_grpc.add_DefinitionServiceServicer_to_server(
-        DefinitionServicer(DefinitionStore(engines, store, clock=clock), store, clock=clock), server
+        DefinitionServicer(
+            DefinitionStore(engines, store, clock=clock), store, clock=clock, limits=limits
+        ),
+        server,
     )
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(worker_store, work_signal, lease_s=config.lease_seconds), server

@@ -69,24 +69,35 @@ def event_type_from_pb(value: int, field: str = "type") -> EventType:
         raise InvalidArgument.field(field, f"must be an event type, got {name}") from None
 
 
-def _check_json(doc: Any, field: str) -> None:
+def _check_json(doc: Any, field: str, max_bytes: int | None = None) -> None:
+    """Finite numbers, no NUL characters, and (with `max_bytes`) a canonical JSON encoding
+    of at most that many bytes: one encoding serves all three checks."""
     try:
-        text = json.dumps(doc, allow_nan=False)
+        text = json.dumps(doc, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except ValueError:
         raise InvalidArgument.field(field, "numbers must be finite (no NaN or Infinity)") from None
     if "\\u0000" in text:
         raise InvalidArgument.field(field, "must not contain NUL characters")
+    if max_bytes is not None:
+        size = len(text.encode())
+        if size > max_bytes:
+            raise InvalidArgument.field(
+                field, f"is {size} bytes of JSON; at most {max_bytes} bytes are allowed"
+            )
 
 
-def struct_to_dict(struct: struct_pb2.Struct, field: str) -> JSON:
-    """A Struct as a plain dict (numbers stay floats, as Struct carries them)."""
+def struct_to_dict(struct: struct_pb2.Struct, field: str, max_bytes: int | None = None) -> JSON:
+    """A Struct as a plain dict (numbers stay floats, as Struct carries them), refused
+    (INVALID_ARGUMENT naming `field`) past `max_bytes` of canonical JSON."""
     if not struct.fields:
         return {}
     try:
         doc = json_format.MessageToDict(struct)
     except ValueError:  # json_format refuses NaN and Infinity itself
         raise InvalidArgument.field(field, "numbers must be finite (no NaN or Infinity)") from None
-    _check_json(doc, field)
+    except RecursionError:
+        raise InvalidArgument.field(field, "is nested too deeply") from None
+    _check_json(doc, field, max_bytes)
     return doc
 
 
@@ -157,12 +168,13 @@ def _opt(msg: Any, name: str) -> int | None:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
-def spec_from_create(req: runs_pb2.CreateRunRequest) -> RunSpec:
+def spec_from_create(req: runs_pb2.CreateRunRequest, max_json_bytes: int | None = None) -> RunSpec:
+    """A CreateRun request's RunSpec; inputs and topic attributes at most `max_json_bytes`."""
     c = req.constraints
     return RunSpec(
         image=text(req.image, "image"),
         priority=req.priority if req.HasField("priority") else DEFAULT_PRIORITY,
-        inputs=struct_to_dict(req.inputs, "inputs"),
+        inputs=struct_to_dict(req.inputs, "inputs", max_json_bytes),
         constraints=Constraints(
             cpu=_opt(c, "cpu"),
             ram_mb=_opt(c, "ram_mb"),
@@ -172,7 +184,9 @@ def spec_from_create(req: runs_pb2.CreateRunRequest) -> RunSpec:
         retry_policy=retry_policy_from_pb(req.retry_policy),
         event_delivery=EventDelivery(
             topic=text(req.event_delivery.topic, "event_delivery.topic"),
-            attributes=struct_to_dict(req.event_delivery.attributes, "event_delivery.attributes"),
+            attributes=struct_to_dict(
+                req.event_delivery.attributes, "event_delivery.attributes", max_json_bytes
+            ),
         ),
         request_id=text(req.request_id, "request_id"),
     )

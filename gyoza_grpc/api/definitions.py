@@ -17,6 +17,7 @@ from gyoza_grpc.api.errors import unary
 from gyoza_grpc.domain import definitions
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
 from gyoza_grpc.domain.runs import MAX_REQUEST_ID_LEN, new_run
 from gyoza_grpc.store.definition_store import DefinitionStore
 from gyoza_grpc.store.run_store import RunStore
@@ -36,10 +37,18 @@ def _version(value: str, field: str = "version") -> str:
 
 
 class DefinitionServicer(definitions_pb2_grpc.DefinitionServiceServicer):
-    def __init__(self, store: DefinitionStore, runs: RunStore, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        store: DefinitionStore,
+        runs: RunStore,
+        *,
+        clock: Clock = utc_now,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self._store = store
         self._runs = runs
         self._clock = clock
+        self._limits = limits
 
     @unary
     async def UpsertDefinition(
@@ -103,7 +112,7 @@ class DefinitionServicer(definitions_pb2_grpc.DefinitionServiceServicer):
         self, request: definitions_pb2.CreateRunFromDefinitionRequest, context: Context
     ) -> definitions_pb2.CreateRunFromDefinitionResponse:
         name, version = _name(request.name), _version(request.version)
-        inputs = convert.struct_to_dict(request.inputs, "inputs")
+        inputs = convert.struct_to_dict(request.inputs, "inputs", self._limits.max_json_bytes)
         priority = request.priority if request.HasField("priority") else None
         request_id = convert.text(request.request_id, "request_id")
         if len(request_id) > MAX_REQUEST_ID_LEN:

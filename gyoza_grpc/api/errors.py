@@ -27,28 +27,55 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+# Errors travel in trailers, and a client refuses trailers past 8-16 KiB with a baffling
+# RESOURCE_EXHAUSTED; whatever a request echoes back (a 20,000-character name in a NOT_FOUND)
+# is clipped to these many UTF-8 bytes so the whole status stays well under that.
+_MAX_MESSAGE_BYTES = 512
+_MAX_VALUE_BYTES = 128
+_MAX_DESCRIPTION_BYTES = 256
+# The field violations listed, by their clipped size: every one in the usual case, the first
+# ones that fit when a request breaks many rules with long names (base64 adds a third).
+_MAX_VIOLATIONS_BYTES = 3000
+
+
+def clip(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8 (plus a marker saying it was cut)."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", "ignore") + "...(truncated)"
+
+
 def to_status(err: GyozaError) -> grpc.Status:
     """The grpc.Status (code, message, google.rpc.Status details) for a domain error."""
     details: list[any_pb2.Any] = []
-    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata)
+    metadata = {
+        clip(k, _MAX_VALUE_BYTES): clip(v, _MAX_VALUE_BYTES) for k, v in err.metadata.items()
+    }
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=metadata)
     packed = any_pb2.Any()
     packed.Pack(info)
     details.append(packed)
-    if err.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in err.violations
-            ]
+    shown: list[error_details_pb2.BadRequest.FieldViolation] = []
+    budget = _MAX_VIOLATIONS_BYTES
+    for v in err.violations:
+        fv = error_details_pb2.BadRequest.FieldViolation(
+            field=clip(v.field, _MAX_VALUE_BYTES),
+            description=clip(v.description, _MAX_DESCRIPTION_BYTES),
         )
+        budget -= fv.ByteSize() + 3
+        if budget < 0:
+            break
+        shown.append(fv)
+    if shown:
+        bad = error_details_pb2.BadRequest(field_violations=shown)
         packed = any_pb2.Any()
         packed.Pack(bad)
         details.append(packed)
-    status = status_pb2.Status(
-        code=code_pb2.Code.Value(err.code), message=err.message, details=details
-    )
+    message = clip(err.message, _MAX_MESSAGE_BYTES)
+    if len(err.violations) > len(shown):
+        message += f" (and {len(err.violations) - len(shown)} more violations)"
+    status = status_pb2.Status(code=code_pb2.Code.Value(err.code), message=message, details=details)
     return rpc_status.to_status(status)
 
 

@@ -14,10 +14,12 @@ from gyoza_grpc.api.errors import streaming, unary
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
-from gyoza_grpc.domain.model import JSON, Event, RunState
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits, check_payload
+from gyoza_grpc.domain.model import JSON, Event, EventType, RunState
 from gyoza_grpc.domain.runs import new_run, spec_fingerprint
 from gyoza_grpc.store.run_store import RunQuery, RunStore
 from gyoza_grpc.streams.watch import EventWatcher, Heartbeat
+from gyoza_grpc.streams.watch_slots import WatchSlots
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -72,7 +74,7 @@ def _list_query(req: runs_pb2.ListRunsRequest) -> RunQuery:
 
 
 def _update_fields(
-    req: runs_pb2.UpdateRunRequest,
+    req: runs_pb2.UpdateRunRequest, max_json_bytes: int
 ) -> tuple[RunState | None, JSON | None, int | None]:
     """What an UpdateRun asks to change: the masked paths, or every field that is set."""
     if req.HasField("update_mask"):
@@ -92,7 +94,11 @@ def _update_fields(
             "update_mask", "nothing to update: set state, outputs or priority"
         )
     state = convert.state_from_pb(req.state, "state") if "state" in paths else None
-    outputs = convert.struct_to_dict(req.outputs, "outputs") if "outputs" in paths else None
+    outputs = (
+        convert.struct_to_dict(req.outputs, "outputs", max_json_bytes)
+        if "outputs" in paths
+        else None
+    )
     priority = req.priority if "priority" in paths else None
     return state, outputs, priority
 
@@ -102,16 +108,27 @@ def _event_response(event: Event) -> runs_pb2.WatchEventsResponse:
 
 
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
-    def __init__(self, store: RunStore, watcher: EventWatcher, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        watcher: EventWatcher,
+        *,
+        clock: Clock = utc_now,
+        limits: Limits = DEFAULT_LIMITS,
+        watch_slots: WatchSlots | None = None,
+    ) -> None:
         self._store = store
         self._watcher = watcher
         self._clock = clock
+        self._limits = limits
+        self._max_events = limits.max_events_per_run
+        self._slots = watch_slots or WatchSlots(limits.max_watch_streams)
 
     @unary
     async def CreateRun(
         self, request: runs_pb2.CreateRunRequest, context: Context
     ) -> runs_pb2.CreateRunResponse:
-        spec = convert.spec_from_create(request)
+        spec = convert.spec_from_create(request, self._limits.max_json_bytes)
         run = new_run(spec, self._clock())
         fingerprint = spec_fingerprint(spec) if spec.request_id else None
         run, _created = await self._store.create_run(run, fingerprint)
@@ -140,11 +157,16 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self, request: runs_pb2.UpdateRunRequest, context: Context
     ) -> runs_pb2.UpdateRunResponse:
         run_id = _run_id(request.id)
-        state, outputs, priority = _update_fields(request)
+        state, outputs, priority = _update_fields(request, self._limits.max_json_bytes)
         t = await self._store.change_run(
             run_id,
             lambda run, now: state_machine.update(
-                run, now, state=state, outputs=outputs, priority=priority
+                run,
+                now,
+                state=state,
+                outputs=outputs,
+                priority=priority,
+                max_events=self._max_events,
             ),
         )
         return runs_pb2.UpdateRunResponse(run=convert.run_to_pb(t.run))
@@ -165,7 +187,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self, request: runs_pb2.RetryRunRequest, context: Context
     ) -> runs_pb2.RetryRunResponse:
         run_id = _run_id(request.id)
-        t = await self._store.change_run(run_id, state_machine.retry)
+        t = await self._store.change_run(
+            run_id, lambda run, now: state_machine.retry(run, now, max_events=self._max_events)
+        )
         return runs_pb2.RetryRunResponse(run=convert.run_to_pb(t.run))
 
     @unary
@@ -173,15 +197,26 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self, request: runs_pb2.AddEventRequest, context: Context
     ) -> runs_pb2.AddEventResponse:
         run_id = _run_id(request.run_id, "run_id")
+        event_type = convert.event_type_from_pb(request.type)
+        limits = self._limits
+        # A COMPLETED payload may carry outputs (up to max_json_bytes) besides the rest.
+        bound = limits.max_payload_bytes
+        if event_type is EventType.COMPLETED:
+            bound += limits.max_json_bytes
+        payload = convert.struct_to_dict(request.payload, "payload", bound)
+        check_payload(payload, event_type, limits)
         event = state_machine.EventInput(
-            type=convert.event_type_from_pb(request.type),
+            type=event_type,
             msg=convert.text(request.msg, "msg"),
             progress=request.progress if request.HasField("progress") else None,
-            payload=convert.struct_to_dict(request.payload, "payload"),
+            payload=payload,
             attempt=request.attempt if request.HasField("attempt") else None,
         )
         t = await self._store.change_run(
-            run_id, lambda run, now: state_machine.append_event(run, event, now)
+            run_id,
+            lambda run, now: state_machine.append_event(
+                run, event, now, max_events=self._max_events
+            ),
         )
         return runs_pb2.AddEventResponse(
             run=convert.run_to_pb(t.run), event=convert.event_to_pb(t.events[0])
@@ -227,12 +262,17 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         run_id = _run_id(request.run_id, "run_id")
         after = request.after if request.HasField("after") else None
         wire = self._watcher.wire  # one message per event, shared by all of its watchers
-        async for item in self._watcher.watch(run_id, after):
-            if isinstance(item, Heartbeat):
-                yield runs_pb2.WatchEventsResponse(
-                    heartbeat=runs_pb2.Heartbeat(
-                        last_seq=item.position, server_time=convert.now_pb(item.server_time)
+        slot = self._slots.take()
+        context.add_done_callback(slot.release)
+        try:
+            async for item in self._watcher.watch(run_id, after):
+                if isinstance(item, Heartbeat):
+                    yield runs_pb2.WatchEventsResponse(
+                        heartbeat=runs_pb2.Heartbeat(
+                            last_seq=item.position, server_time=convert.now_pb(item.server_time)
+                        )
                     )
-                )
-            else:
-                yield wire.get(("run", item.run_id, item.seq), _event_response, item)
+                else:
+                    yield wire.get(("run", item.run_id, item.seq), _event_response, item)
+        finally:
+            slot.release()

@@ -10,9 +10,11 @@ from gyoza.v1 import topics_pb2, topics_pb2_grpc
 from gyoza_grpc.api import convert
 from gyoza_grpc.api.errors import streaming, unary
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS
 from gyoza_grpc.domain.model import TopicEvent
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.streams.watch import EventWatcher, Heartbeat
+from gyoza_grpc.streams.watch_slots import WatchSlots
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -47,9 +49,12 @@ def _topic_response(te: TopicEvent) -> topics_pb2.WatchTopicResponse:
 
 
 class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
-    def __init__(self, store: RunStore, watcher: EventWatcher) -> None:
+    def __init__(
+        self, store: RunStore, watcher: EventWatcher, *, watch_slots: WatchSlots | None = None
+    ) -> None:
         self._store = store
         self._watcher = watcher
+        self._slots = watch_slots or WatchSlots(DEFAULT_LIMITS.max_watch_streams)
 
     @unary
     async def ListTopicEvents(
@@ -72,12 +77,17 @@ class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
         topic = _topic(request.topic)
         after = _after(request)
         wire = self._watcher.wire  # one message per topic event, shared by all of its watchers
-        async for item in self._watcher.watch_topic(topic, after):
-            if isinstance(item, Heartbeat):
-                yield topics_pb2.WatchTopicResponse(
-                    heartbeat=topics_pb2.TopicHeartbeat(
-                        last_cursor=item.position, server_time=convert.now_pb(item.server_time)
+        slot = self._slots.take()
+        context.add_done_callback(slot.release)
+        try:
+            async for item in self._watcher.watch_topic(topic, after):
+                if isinstance(item, Heartbeat):
+                    yield topics_pb2.WatchTopicResponse(
+                        heartbeat=topics_pb2.TopicHeartbeat(
+                            last_cursor=item.position, server_time=convert.now_pb(item.server_time)
+                        )
                     )
-                )
-            else:
-                yield wire.get(("topic", item.topic, item.cursor), _topic_response, item)
+                else:
+                    yield wire.get(("topic", item.topic, item.cursor), _topic_response, item)
+        finally:
+            slot.release()

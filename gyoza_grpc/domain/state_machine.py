@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gyoza_grpc.domain.errors import FailedPrecondition, InvalidArgument
+from gyoza_grpc.domain.limits import check_event_cap
 from gyoza_grpc.domain.model import (
     JSON,
     Attempt,
@@ -228,8 +229,11 @@ def _locked(run: Run, what: str) -> FailedPrecondition:
     )
 
 
-def append_event(run: Run, event: EventInput, now: datetime) -> Transition:
-    """Apply one event to `run`: the AddEvent rules of the original router."""
+def append_event(
+    run: Run, event: EventInput, now: datetime, *, max_events: int | None = None
+) -> Transition:
+    """Apply one event to `run`: the AddEvent rules of the original router. With
+    `max_events`, a run at its event cap takes only lifecycle events (domain.limits)."""
     _fence(run, event.attempt)
     if event.progress is not None and event.type is not EventType.PROGRESS:
         raise InvalidArgument.field("progress", "is only allowed on PROGRESS events")
@@ -240,9 +244,11 @@ def append_event(run: Run, event: EventInput, now: datetime) -> Transition:
                 reason="RUN_NOT_TERMINAL",
                 metadata={"state": run.state},
             )
+        check_event_cap(run, event.type, max_events)
         return _retry(run, event.msg or MANUAL_RETRY_MSG, {**event.payload, "force": True}, now)
     if run.is_terminal:
         raise _locked(run, f"a {event.type} event")
+    check_event_cap(run, event.type, max_events)
 
     b = _Builder(run, now)
     payload = event.payload
@@ -344,21 +350,24 @@ def cancel(run: Run, reason: str, now: datetime) -> Transition:
     return b.finish()
 
 
-def retry(run: Run, now: datetime) -> Transition:
-    """RetryRun: a forced retry of a terminal run (it ignores max_attempts)."""
+def retry(run: Run, now: datetime, *, max_events: int | None = None) -> Transition:
+    """RetryRun: a forced retry of a terminal run (it ignores max_attempts, not the event cap)."""
     if not run.is_terminal:
         raise FailedPrecondition(
             f"only a COMPLETED, FAILED or CANCELLED run can be retried; run is {run.state}",
             reason="RUN_NOT_TERMINAL",
             metadata={"state": run.state},
         )
+    check_event_cap(run, EventType.RETRIED, max_events)
     return _retry(run, MANUAL_RETRY_MSG, {"force": True}, now)
 
 
 UPDATE_MSG = "Set by UpdateRun"
 
 
-def set_state(run: Run, target: RunState, now: datetime) -> Transition:
+def set_state(
+    run: Run, target: RunState, now: datetime, *, max_events: int | None = None
+) -> Transition:
     """UpdateRun's state change: a legal transition, recorded on the timeline like any other.
 
     Each target maps to the event that normally leads there (RUNNING: STARTED, COMPLETED:
@@ -366,6 +375,8 @@ def set_state(run: Run, target: RunState, now: datetime) -> Transition:
     ASSIGNED -> PENDING (unassign) is an INFO event; a terminal run -> PENDING is a retry.
     """
     check_transition(run, target)
+    if target is RunState.PENDING:  # a retry or an unassign: neither moves the run forward
+        check_event_cap(run, EventType.RETRIED if run.is_terminal else EventType.INFO, max_events)
     if run.is_terminal:
         return _retry(run, UPDATE_MSG, {"force": True}, now)
     b = _Builder(run, now)
@@ -411,10 +422,15 @@ def update(
     state: RunState | None = None,
     outputs: JSON | None = None,
     priority: int | None = None,
+    max_events: int | None = None,
 ) -> Transition:
     """UpdateRun: the state change first (a legal transition, with its event), then the
     direct edits, which apply to the attempt that is current afterwards."""
-    transition = Transition(run=run, events=()) if state is None else set_state(run, state, now)
+    transition = (
+        Transition(run=run, events=())
+        if state is None
+        else set_state(run, state, now, max_events=max_events)
+    )
     if outputs is None and priority is None:
         return transition
     edited = set_fields(transition.run, now, outputs=outputs, priority=priority)
