@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from typing import Any
 
 from gyoza_grpc.client_cli.failures import EXIT_CODES_HELP
@@ -17,10 +18,12 @@ CLIENT_COMMANDS = ("runs", "definitions", "workers")
 
 
 class _Parser(argparse.ArgumentParser):
-    """Client sub-commands list the exit codes under their help."""
+    """Client sub-commands list the exit codes (kept as laid out) under their help."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("epilog", "exit codes:\n" + EXIT_CODES_HELP)
+        if kwargs.get("description"):
+            kwargs["description"] = textwrap.fill(kwargs["description"], 88)
+        kwargs.setdefault("epilog", EXIT_CODES_HELP)
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(**kwargs)
 

@@ -54,7 +54,13 @@ def add_runs(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> N
     create.add_argument(
         "--version", default="", help="with --definition: this version (default: the latest)"
     )
-    create.add_argument("--input", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one input; repeat for more (VALUE as JSON when it parses, else a string)",
+    )
     create.add_argument("--inputs-file", metavar="FILE", help="a JSON object; '-' for stdin")
     create.add_argument("--priority", type=int, help="higher runs first (server default 5)")
     create.add_argument("--request-id", default="", help="idempotency key")
