@@ -142,6 +142,9 @@ async def test_errors_name_the_status_and_exit_non_zero(srv: CliServer) -> None:
     assert not_object.code == 2 and "must hold a JSON object" in not_object.err
     assert srv.recorder.keys_sent_to("CreateRun") == [""]  # only the server-refused one was sent
 
+    no_ca = await cli(srv.target, "workers", "list", "--tls-ca", "/nonexistent/ca.pem")
+    assert no_ca.code == 2 and no_ca.err.startswith("error: --tls-ca: cannot read ")
+
     unreachable = await cli("127.0.0.1:1", "runs", "list", "--timeout", "5")
     assert unreachable.code == 4
     assert unreachable.err.startswith("error: UNAVAILABLE: ")
