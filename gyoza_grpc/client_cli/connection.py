@@ -34,7 +34,7 @@ def add_connection_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tls",
         action="store_true",
-        default=bool(os.environ.get("GYOZA_TLS")),
+        default=os.environ.get("GYOZA_TLS", "").lower() in ("1", "true", "yes"),
         help="connect with TLS, trusting the system's roots [env GYOZA_TLS=1]",
     )
     group.add_argument(
