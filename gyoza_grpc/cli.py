@@ -1,4 +1,4 @@
-"""`gyoza-grpc` command line: serve, migrate."""
+"""`gyoza-grpc` command line: serve, migrate, worker, and the client commands (runs, ...)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from gyoza_grpc import client_cli
 from gyoza_grpc.channel import add_connection_flags
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database(migrate)
     _add_worker(sub)
     _add_gateway(sub)
+    client_cli.register(sub)
     return parser
 
 
@@ -371,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _database_error(args.database_url, err)
         print(f"database at revision {head}")
         return 0
+    if args.command in client_cli.CLIENT_COMMANDS:
+        return client_cli.run(args)
     if args.command == "worker":
         from gyoza_grpc.worker.launch import run_worker
 

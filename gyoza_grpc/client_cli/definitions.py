@@ -1,0 +1,148 @@
+"""`gyoza-grpc definitions upsert|get|list`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from google.protobuf import json_format
+
+from gyoza.v1 import definitions_pb2, definitions_pb2_grpc
+from gyoza_grpc.client_cli.connection import Connection
+from gyoza_grpc.client_cli.failures import EXIT_OK, UsageError
+from gyoza_grpc.client_cli.inputs import read_json_object
+from gyoza_grpc.client_cli.output import Output, enum_name, plain, when
+
+D = definitions_pb2
+
+
+def add_definitions(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> None:
+    defs = sub.add_parser("definitions", help="publish and read op definitions")
+    cmds = defs.add_subparsers(dest="definitions_command", required=True, parser_class=parser_class)
+
+    upsert = cmds.add_parser(
+        "upsert",
+        parents=[common],
+        help="add a definition version from a JSON file",
+        description="Add a version of an op definition. FILE ('-' for stdin) holds a "
+        'gyoza.v1.Definition as proto3 JSON ({"name": ..., "version": ..., "image": ..., '
+        '"input_specs": {...}, ...}) or an UpsertDefinitionRequest ({"definition": {...}}). '
+        "Re-sending a stored version with the same body changes nothing.",
+    )
+    upsert.add_argument("file", metavar="FILE")
+    upsert.set_defaults(client_handler=upsert_definition)
+
+    get = cmds.add_parser("get", parents=[common], help="show one definition version")
+    get.add_argument("name")
+    get.add_argument("--version", default="", help="default: the latest")
+    get.set_defaults(client_handler=get_definition)
+
+    ls = cmds.add_parser(
+        "list", parents=[common], help="list the latest version of each definition, by name"
+    )
+    ls.add_argument("--limit", type=int, default=0, help="1..100 (server default 10)")
+    ls.add_argument("--starting-after", default="", metavar="NAME")
+    ls.set_defaults(client_handler=list_definitions)
+
+
+def _stub(channel: Any) -> definitions_pb2_grpc.DefinitionServiceStub:
+    return definitions_pb2_grpc.DefinitionServiceStub(channel)
+
+
+def read_definition(path: str) -> definitions_pb2.Definition:
+    doc = read_json_object(path, "FILE")
+    request = D.UpsertDefinitionRequest()
+    try:
+        if set(doc) == {"definition"}:
+            json_format.ParseDict(doc, request)
+        else:
+            json_format.ParseDict(doc, request.definition)
+    except json_format.ParseError as err:
+        raise UsageError(f"FILE: {path} is not a gyoza.v1.Definition: {err}") from None
+    return request.definition
+
+
+def upsert_definition(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    definition = read_definition(args.file)
+    with conn.channel() as channel:
+        req = D.UpsertDefinitionRequest(definition=definition)
+        resp = _stub(channel).UpsertDefinition(req, timeout=conn.timeout_s)
+    if out.as_json:
+        out.json_document(resp)
+        return EXIT_OK
+    show_definition(out, resp.definition)
+    d = resp.definition
+    out.note(f"{d.name}@{d.version}: {'added' if resp.created else 'unchanged (already stored)'}")
+    return EXIT_OK
+
+
+def get_definition(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    with conn.channel() as channel:
+        req = D.GetDefinitionRequest(name=args.name, version=args.version)
+        definition = _stub(channel).GetDefinition(req, timeout=conn.timeout_s).definition
+    if out.as_json:
+        out.json_document(definition)
+    else:
+        show_definition(out, definition)
+    return EXIT_OK
+
+
+def list_definitions(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    with conn.channel() as channel:
+        req = D.ListDefinitionsRequest(limit=args.limit, starting_after=args.starting_after)
+        resp = _stub(channel).ListDefinitions(req, timeout=conn.timeout_s)
+    if out.as_json:
+        out.json_document(resp)
+        return EXIT_OK
+    out.table(
+        ("NAME", "VERSION", "IMAGE", "INPUTS", "TOPIC", "CREATED"),
+        (
+            (
+                d.name,
+                d.version,
+                d.image,
+                ", ".join(sorted(d.input_specs)) or "-",
+                d.event_delivery.topic or "-",
+                when(d.created_at),
+            )
+            for d in resp.definitions
+        ),
+    )
+    if resp.has_more and resp.definitions:
+        out.note(f"more: --starting-after {resp.definitions[-1].name}")
+    return EXIT_OK
+
+
+def _spec(spec: definitions_pb2.InputSpec) -> str:
+    text = enum_name(D.InputType, spec.type, "INPUT_TYPE_").lower()
+    if spec.required:
+        text += ", required"
+    if spec.HasField("default"):
+        text += f", default {json.dumps(plain(json_format.MessageToDict(spec.default)))}"
+    return text
+
+
+def show_definition(out: Output, d: definitions_pb2.Definition) -> None:
+    pairs: list[tuple[str, str]] = [
+        ("name", d.name),
+        ("version", d.version),
+        ("image", d.image),
+    ]
+    if d.description:
+        pairs.append(("description", d.description))
+    for name in sorted(d.input_specs):
+        pairs.append((f"input {name}", _spec(d.input_specs[name])))
+    for name in sorted(d.output_specs):
+        pairs.append((f"output {name}", _spec(d.output_specs[name])))
+    c = d.constraints
+    needs = [
+        f"{f} {getattr(c, f)}" for f in ("cpu", "ram_mb", "vram_mb", "gpu_id") if c.HasField(f)
+    ]
+    pairs += [
+        ("needs", ", ".join(needs) or "-"),
+        ("max attempts", str(max(d.retry_policy.max_attempts, 1))),
+        ("topic", d.event_delivery.topic or "-"),
+        ("created", when(d.created_at)),
+    ]
+    out.fields(pairs)

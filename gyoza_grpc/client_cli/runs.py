@@ -1,0 +1,438 @@
+"""`gyoza-grpc runs create|get|list|cancel|retry|events|watch`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2
+from rich.text import Text
+
+from gyoza.v1 import definitions_pb2, definitions_pb2_grpc, runs_pb2, runs_pb2_grpc
+from gyoza_grpc.client_cli.connection import Connection
+from gyoza_grpc.client_cli.failures import EXIT_OK, EXIT_UNAVAILABLE, UsageError
+from gyoza_grpc.client_cli.inputs import (
+    parse_pairs,
+    read_json_object,
+    timestamp,
+    to_struct,
+)
+from gyoza_grpc.client_cli.output import (
+    Output,
+    compact,
+    enum_name,
+    event_type_name,
+    optional,
+    state_text,
+    when,
+)
+from gyoza_grpc.client_cli.watch import watch_run
+
+S = runs_pb2
+STATES = ("pending", "assigned", "running", "completed", "failed", "cancelled")
+# The events a run page is read in when `runs events` is given no --limit.
+_EVENTS_PAGE = 1000
+
+
+def add_runs(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> None:
+    runs = sub.add_parser("runs", help="create, read, cancel, retry and watch runs")
+    cmds = runs.add_subparsers(dest="runs_command", required=True, parser_class=parser_class)
+
+    create = cmds.add_parser(
+        "create",
+        parents=[common],
+        help="create a run from an image or an op definition",
+        description="Create a PENDING run. Inputs come from --inputs-file (a JSON object; "
+        "'-' reads stdin) and --input KEY=VALUE (VALUE is parsed as JSON when it is JSON, "
+        "else taken as a string; --input wins over the file). Prints the run.",
+    )
+    what = create.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="an ad-hoc run of this container image")
+    what.add_argument("--definition", metavar="NAME", help="a run of this op definition")
+    create.add_argument(
+        "--version", default="", help="with --definition: this version (default: the latest)"
+    )
+    create.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one input; repeat for more (VALUE as JSON when it parses, else a string)",
+    )
+    create.add_argument("--inputs-file", metavar="FILE", help="a JSON object; '-' for stdin")
+    create.add_argument("--priority", type=int, help="higher runs first (server default 5)")
+    create.add_argument("--request-id", default="", help="idempotency key")
+    ad_hoc = create.add_argument_group("ad-hoc runs only (a definition sets these)")
+    ad_hoc.add_argument("--cpu", type=int, help="CPUs the run needs")
+    ad_hoc.add_argument("--ram-mb", type=int, help="RAM the run needs")
+    ad_hoc.add_argument("--vram-mb", type=int, help="GPU memory the run needs")
+    ad_hoc.add_argument("--gpu-id", type=int, help="pin the run to this GPU")
+    ad_hoc.add_argument("--max-attempts", type=int, help="attempts allowed, the first included")
+    ad_hoc.add_argument("--initial-backoff", type=float, metavar="SECONDS")
+    ad_hoc.add_argument("--backoff-multiplier", type=float)
+    ad_hoc.add_argument("--max-backoff", type=float, metavar="SECONDS")
+    ad_hoc.add_argument("--topic", default="", help="publish the run's events to this topic")
+    ad_hoc.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attached to every event published to --topic",
+    )
+    create.add_argument("-q", "--quiet", action="store_true", help="print only the run id")
+    create.set_defaults(client_handler=create_run)
+
+    get = cmds.add_parser("get", parents=[common], help="show one run")
+    get.add_argument("id")
+    get.add_argument("--events", action="store_true", help="with the current attempt's events")
+    get.set_defaults(client_handler=get_run)
+
+    ls = cmds.add_parser(
+        "list",
+        parents=[common],
+        help="list runs, newest first",
+        description="List runs, newest first. Page on with --starting-after LAST_ID (the hint "
+        "on stderr says when there is more), back with --ending-before FIRST_ID.",
+    )
+    ls.add_argument("--state", choices=STATES, type=str.lower)
+    ls.add_argument("--definition", default="", metavar="NAME", help="runs of this definition")
+    ls.add_argument("--image", default="")
+    ls.add_argument("--topic", default="")
+    ls.add_argument("--since", metavar="TIME", help="created at or after (RFC 3339)")
+    ls.add_argument("--until", metavar="TIME", help="created before (RFC 3339)")
+    ls.add_argument("--limit", type=int, default=0, help="1..100 (server default 10)")
+    ls.add_argument("--starting-after", default="", metavar="RUN_ID")
+    ls.add_argument("--ending-before", default="", metavar="RUN_ID")
+    ls.set_defaults(client_handler=list_runs)
+
+    cancel = cmds.add_parser("cancel", parents=[common], help="cancel a run that has not ended")
+    cancel.add_argument("id")
+    cancel.add_argument("--reason", default="", help="the CANCELLED event's message")
+    cancel.set_defaults(client_handler=cancel_run)
+
+    retry = cmds.add_parser(
+        "retry", parents=[common], help="start a new attempt of an ended run (forced)"
+    )
+    retry.add_argument("id")
+    retry.set_defaults(client_handler=retry_run)
+
+    events = cmds.add_parser(
+        "events",
+        parents=[common],
+        help="print a run's events (with --json: JSON Lines)",
+    )
+    events.add_argument("id")
+    events.add_argument("--after", type=int, metavar="SEQ", help="only events after this seq")
+    events.add_argument("--attempt", type=int, default=0, help="only this attempt's events")
+    events.add_argument("--limit", type=int, default=0, help="at most this many (default all)")
+    events.set_defaults(client_handler=list_events)
+
+    watch = cmds.add_parser(
+        "watch",
+        parents=[common],
+        help="follow a run until it ends; exit 0 COMPLETED, 1 FAILED, 2 CANCELLED",
+        description="Print the run's events as they happen (replaying those already there) "
+        "with a progress bar on a terminal, until the run ends. With --json: one event per "
+        "line (JSON Lines). Exits 0 when the run ended COMPLETED, 1 FAILED, 2 CANCELLED.",
+    )
+    watch.add_argument("id")
+    watch.add_argument("--after", type=int, metavar="SEQ", help="only events after this seq")
+    watch.set_defaults(client_handler=watch_events)
+
+
+def run_stub(channel: grpc.Channel) -> runs_pb2_grpc.RunServiceStub:
+    return runs_pb2_grpc.RunServiceStub(channel)
+
+
+def create_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    inputs = read_json_object(args.inputs_file, "--inputs-file") if args.inputs_file else {}
+    inputs.update(parse_pairs(args.input, "--input"))
+    inputs_pb = to_struct(inputs, "inputs")
+    with conn.channel() as channel:
+        if args.definition:
+            _refuse_ad_hoc_flags(args)
+            req = definitions_pb2.CreateRunFromDefinitionRequest(
+                name=args.definition,
+                version=args.version,
+                inputs=inputs_pb,
+                priority=args.priority,
+                request_id=args.request_id,
+            )
+            stub = definitions_pb2_grpc.DefinitionServiceStub(channel)
+            run = stub.CreateRunFromDefinition(req, timeout=conn.timeout_s).run
+        else:
+            if args.version:
+                raise UsageError("--version goes with --definition")
+            run = (
+                run_stub(channel)
+                .CreateRun(_create_request(args, inputs_pb), timeout=conn.timeout_s)
+                .run
+            )
+    if args.quiet:
+        print(run.id)
+    elif out.as_json:
+        out.json_document(run)
+    else:
+        show_run(out, run)
+    return EXIT_OK
+
+
+_AD_HOC_FLAGS = (
+    "cpu",
+    "ram_mb",
+    "vram_mb",
+    "gpu_id",
+    "max_attempts",
+    "initial_backoff",
+    "backoff_multiplier",
+    "max_backoff",
+)
+
+
+def _refuse_ad_hoc_flags(args: argparse.Namespace) -> None:
+    given = [n for n in _AD_HOC_FLAGS if getattr(args, n) is not None]
+    given += [n for n in ("topic", "attribute") if getattr(args, n)]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise UsageError(f"{flags}: a run made from a definition takes these from the definition")
+
+
+def _duration(seconds: float | None, flag: str) -> duration_pb2.Duration | None:
+    if seconds is None:
+        return None
+    if seconds < 0:
+        raise UsageError(f"{flag} must not be negative")
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def _create_request(args: argparse.Namespace, inputs: Any) -> runs_pb2.CreateRunRequest:
+    constraints = runs_pb2.Constraints(
+        cpu=args.cpu, ram_mb=args.ram_mb, vram_mb=args.vram_mb, gpu_id=args.gpu_id
+    )
+    retry = runs_pb2.RetryPolicy(
+        max_attempts=args.max_attempts or 0,
+        initial_backoff=_duration(args.initial_backoff, "--initial-backoff"),
+        backoff_multiplier=args.backoff_multiplier or 0.0,
+        max_backoff=_duration(args.max_backoff, "--max-backoff"),
+    )
+    attributes = parse_pairs(args.attribute, "--attribute")
+    if attributes and not args.topic:
+        raise UsageError("--attribute goes with --topic")
+    delivery = runs_pb2.EventDelivery(
+        topic=args.topic, attributes=to_struct(attributes, "attributes")
+    )
+    return runs_pb2.CreateRunRequest(
+        image=args.image,
+        priority=args.priority,
+        inputs=inputs,
+        constraints=constraints,
+        retry_policy=retry,
+        event_delivery=delivery,
+        request_id=args.request_id,
+    )
+
+
+def get_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    view = S.RUN_VIEW_FULL if args.events else S.RUN_VIEW_BASIC
+    with conn.channel() as channel:
+        req = runs_pb2.GetRunRequest(id=args.id, view=view)
+        run = run_stub(channel).GetRun(req, timeout=conn.timeout_s).run
+    if out.as_json:
+        out.json_document(run)
+        return EXIT_OK
+    show_run(out, run)
+    if args.events:
+        out.console.print()
+        show_events(out, run.events)
+    return EXIT_OK
+
+
+def list_runs(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    req = runs_pb2.ListRunsRequest(
+        limit=args.limit,
+        starting_after=args.starting_after,
+        ending_before=args.ending_before,
+        state=S.RunState.Value(f"RUN_STATE_{(args.state or 'unspecified').upper()}"),
+        op_definition=args.definition,
+        image=args.image,
+        topic=args.topic,
+    )
+    if args.since:
+        req.created_gte.CopyFrom(timestamp(args.since, "--since"))
+    if args.until:
+        req.created_lt.CopyFrom(timestamp(args.until, "--until"))
+    with conn.channel() as channel:
+        resp = run_stub(channel).ListRuns(req, timeout=conn.timeout_s)
+    if out.as_json:
+        out.json_document(resp)
+        return EXIT_OK
+    out.table(
+        ("ID", "STATE", "PRIORITY", "WHAT", "PROGRESS", "ATTEMPT", "CREATED"),
+        (
+            (
+                r.id,
+                state_text(r.state),
+                str(r.priority),
+                _what(r),
+                f"{r.progress}%",
+                _attempt(r),
+                when(r.created_at),
+            )
+            for r in resp.data
+        ),
+    )
+    if resp.has_more and resp.data:
+        if args.ending_before:
+            out.note(f"more: --ending-before {resp.data[0].id}")
+        else:
+            out.note(f"more: --starting-after {resp.data[-1].id}")
+    return EXIT_OK
+
+
+def cancel_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    with conn.channel() as channel:
+        req = runs_pb2.CancelRunRequest(id=args.id, reason=args.reason)
+        run = run_stub(channel).CancelRun(req, timeout=conn.timeout_s).run
+    _print_run(out, run)
+    return EXIT_OK
+
+
+def retry_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    with conn.channel() as channel:
+        req = runs_pb2.RetryRunRequest(id=args.id)
+        run = run_stub(channel).RetryRun(req, timeout=conn.timeout_s).run
+    _print_run(out, run)
+    return EXIT_OK
+
+
+def list_events(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    with conn.channel() as channel:
+        events = list(_read_events(run_stub(channel), args, conn.timeout_s))
+    if out.as_json:
+        for event in events:
+            out.json_line(event)
+    else:
+        show_events(out, events)
+    return EXIT_OK
+
+
+def _read_events(
+    stub: runs_pb2_grpc.RunServiceStub, args: argparse.Namespace, timeout_s: float
+) -> Iterator[runs_pb2.Event]:
+    """Every event asked for: pages of ListEvents until has_more is false (or --limit)."""
+    after = args.after
+    left = args.limit
+    while True:
+        req = runs_pb2.ListEventsRequest(
+            run_id=args.id, after=after, attempt=args.attempt, limit=left or _EVENTS_PAGE
+        )
+        resp = stub.ListEvents(req, timeout=timeout_s)
+        yield from resp.events
+        if args.limit or not resp.has_more or not resp.events:
+            return
+        after = resp.events[-1].seq
+
+
+def watch_events(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+    with conn.channel() as channel:
+        stub = run_stub(channel)
+        state = watch_run(stub, args.id, args.after, out)
+        if state is None:  # nothing after --after: ask the run itself
+            state = stub.GetRun(
+                runs_pb2.GetRunRequest(id=args.id), timeout=conn.timeout_s
+            ).run.state
+    code = WATCH_EXIT_CODES.get(S.RunState.ValueType(state))
+    if code is None:
+        name = enum_name(S.RunState, state, "RUN_STATE_")
+        out.note(f"error: the event stream ended while the run is {name}")
+        return EXIT_UNAVAILABLE
+    return code
+
+
+WATCH_EXIT_CODES = {S.RUN_STATE_COMPLETED: 0, S.RUN_STATE_FAILED: 1, S.RUN_STATE_CANCELLED: 2}
+
+
+def _print_run(out: Output, run: runs_pb2.Run) -> None:
+    if out.as_json:
+        out.json_document(run)
+    else:
+        show_run(out, run)
+
+
+def _what(run: runs_pb2.Run) -> str:
+    if run.op_definition:
+        return f"{run.op_definition}@{run.definition_version}"
+    return run.image
+
+
+def _attempt(run: runs_pb2.Run) -> str:
+    """The current attempt and the automatic ones allowed (a forced retry may go past them)."""
+    return f"{run.current_attempt} of {max(run.retry_policy.max_attempts, 1)}"
+
+
+def show_run(out: Output, run: runs_pb2.Run) -> None:
+    c = run.constraints
+    needs = [
+        f"{name} {value}"
+        for name, value in (
+            ("cpu", optional(c, "cpu")),
+            ("ram_mb", optional(c, "ram_mb")),
+            ("vram_mb", optional(c, "vram_mb")),
+            ("gpu", optional(c, "gpu_id")),
+        )
+        if value != "-"
+    ]
+    summary = run.execution_summary
+    pairs: list[tuple[str, Text | str]] = [
+        ("id", run.id),
+        ("state", state_text(run.state)),
+        ("definition" if run.op_definition else "image", _what(run)),
+    ]
+    if run.op_definition:
+        pairs.append(("image", run.image))
+    pairs += [
+        ("priority", str(run.priority)),
+        ("progress", f"{run.progress}%"),
+        ("attempt", _attempt(run)),
+        ("inputs", compact(run.inputs)),
+        ("outputs", compact(run.outputs)),
+        ("needs", ", ".join(needs) or "-"),
+        ("topic", run.event_delivery.topic or "-"),
+        ("worker", summary.worker_id or "-"),
+    ]
+    if summary.error_message:
+        pairs.append(("error", summary.error_message))
+    if run.request_id:
+        pairs.append(("request id", run.request_id))
+    pairs += [
+        ("created", when(run.created_at)),
+        ("updated", when(run.updated_at)),
+        ("last seq", str(run.last_seq)),
+    ]
+    if run.HasField("next_attempt_at") and run.state == S.RUN_STATE_PENDING:
+        pairs.append(("next attempt", when(run.next_attempt_at)))
+    out.fields(pairs)
+
+
+def event_cells(event: runs_pb2.Event) -> tuple[str, str, str, str, Text, str, str]:
+    progress = f"{event.progress}%" if event.HasField("progress") else ""
+    return (
+        str(event.seq),
+        when(event.time),
+        str(event.attempt),
+        event_type_name(event.type),
+        state_text(event.state),
+        progress,
+        event.msg,
+    )
+
+
+EVENT_COLUMNS = ("SEQ", "TIME", "ATTEMPT", "TYPE", "STATE", "PROGRESS", "MESSAGE")
+
+
+def show_events(out: Output, events: Any) -> None:
+    out.table(EVENT_COLUMNS, (event_cells(e) for e in events))
