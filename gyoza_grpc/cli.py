@@ -12,12 +12,17 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from gyoza_grpc.config import ServerConfig
+from gyoza_grpc.ops.log_format import FORMATS, configure_logging
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text.strip() else None
 
 
 def _add_database(p: argparse.ArgumentParser) -> None:
@@ -32,6 +37,12 @@ def _add_database(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gyoza-grpc", description=__doc__)
     parser.add_argument("--log-level", default=_env("GYOZA_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=_env("GYOZA_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object a line (default %(default)s) [env GYOZA_LOG_FORMAT]",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
@@ -76,6 +87,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often expired leases are looked for; eviction happens within "
         "lease + interval of the last heartbeat [env GYOZA_SWEEP_INTERVAL]",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_optional_int(_env("GYOZA_METRICS_PORT", "")),
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; off when unset "
+        "[env GYOZA_METRICS_PORT]",
+    )
+    serve.add_argument(
+        "--metrics-refresh",
+        type=float,
+        default=float(_env("GYOZA_METRICS_REFRESH", "5")),
+        metavar="SECONDS",
+        help="how often runs by state, the queue and workers are re-counted "
+        "[env GYOZA_METRICS_REFRESH]",
+    )
+    serve.add_argument(
+        "--db-health-interval",
+        type=float,
+        default=float(_env("GYOZA_DB_HEALTH_INTERVAL", "3")),
+        metavar="SECONDS",
+        help="how often the database is pinged; health is NOT_SERVING while it does not "
+        "answer [env GYOZA_DB_HEALTH_INTERVAL]",
     )
     serve.add_argument(
         "--migrate",
@@ -172,10 +206,7 @@ def _database_error(url: str, err: Exception) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
         from gyoza_grpc.server import serve
@@ -191,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             lease_seconds=args.lease_seconds,
             sweep_interval_s=args.sweep_interval,
             migrate=args.migrate,
+            metrics_port=args.metrics_port,
+            metrics_refresh_s=args.metrics_refresh,
+            db_health_interval_s=args.db_health_interval,
         )
         try:
             asyncio.run(serve(config))

@@ -23,6 +23,12 @@ class ServerConfig:
     # How often expired leases are looked for: detection takes at most lease + interval.
     sweep_interval_s: float = 5.0
     migrate: bool = False
+    # Prometheus /metrics on this port (0: a free one); None: no metrics.
+    metrics_port: int | None = None
+    # How often the store gauges (runs by state, queue, workers) are re-read.
+    metrics_refresh_s: float = 5.0
+    # How often the database is pinged; health is NOT_SERVING while it cannot be reached.
+    db_health_interval_s: float = 3.0
 
     @property
     def address(self) -> str:

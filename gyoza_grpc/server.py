@@ -23,6 +23,7 @@ from gyoza.v1 import (
     workers_pb2,
     workers_pb2_grpc,
 )
+from gyoza_grpc.api.access_log import AccessLogInterceptor
 from gyoza_grpc.api.decoding import DecodeErrorInterceptor
 from gyoza_grpc.api.definitions import DefinitionServicer
 from gyoza_grpc.api.runs import RunServicer
@@ -31,10 +32,13 @@ from gyoza_grpc.api.workers import WorkerServicer
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.model import Event, Run, TopicEvent
+from gyoza_grpc.ops.db_health import DatabaseHealth
+from gyoza_grpc.ops.metrics import ServerMetrics
 from gyoza_grpc.store.definition_store import DefinitionStore
 from gyoza_grpc.store.engine import Engines, make_engines
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.schema import ensure_schema
+from gyoza_grpc.store.stats_store import StatsStore
 from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
 from gyoza_grpc.streams.watch import EventWatcher
@@ -76,6 +80,10 @@ class GyozaServer:
     workers: WorkerStore
     work_signal: WorkSignal
     sweeper: asyncio.Task[None]
+    db_health: DatabaseHealth
+    metrics: ServerMetrics | None = None
+    # The database health monitor, the metrics refresh.
+    background: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = field(default=False, init=False)
 
     @property
@@ -91,12 +99,17 @@ class GyozaServer:
         await self.health.enter_graceful_shutdown()
         self.fanout.close()
         self.work_signal.close()
-        self.sweeper.cancel()
-        # Wait for it: a sweep cancelled mid-transaction must let go of its connection
+        tasks = [self.sweeper, *self.background]
+        for task in tasks:
+            task.cancel()
+        # Wait for them: a sweep cancelled mid-transaction must let go of its connection
         # before the engine is disposed (else asyncio.run waits on it forever).
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.sweeper
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         await self.engines.dispose()
 
 
@@ -111,17 +124,22 @@ async def start_server(
         raise
     fanout = FanOut()
     work_signal = WorkSignal()
+    metrics = ServerMetrics(clock=clock) if config.metrics_port is not None else None
 
     def on_events(run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
         fanout.publish(run, events, published)
         work_signal.on_events(run, events, published)
+        if metrics is not None:
+            metrics.on_events(run, events)
 
     store = RunStore(engines, clock=clock, on_events=on_events, on_created=work_signal.on_created)
     worker_store = WorkerStore(store)
     watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
 
     server = grpc.aio.server(
-        options=[*SERVER_OPTIONS, *extra_options], interceptors=[DecodeErrorInterceptor()]
+        options=[*SERVER_OPTIONS, *extra_options],
+        # The access log first: it sees (and logs) what the interceptors after it refuse.
+        interceptors=[AccessLogInterceptor(metrics), DecodeErrorInterceptor()],
     )
     runs_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(store, watcher, clock=clock), server)
     topics_pb2_grpc.add_TopicServiceServicer_to_server(TopicServicer(store, watcher), server)
@@ -143,10 +161,29 @@ async def start_server(
     if port == 0:
         await engines.dispose()
         raise OSError(f"cannot listen on {config.address} (address in use or not available)")
+    if metrics is not None and config.metrics_port is not None:
+        try:
+            metrics.serve(config.host, config.metrics_port)
+        except OSError as err:
+            await engines.dispose()
+            raise OSError(f"cannot serve metrics on port {config.metrics_port}: {err}") from err
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     sweeper = asyncio.create_task(_sweep_evictions(worker_store, config.sweep_interval_s))
+    stats = StatsStore(engines)
+    db_health = DatabaseHealth(
+        stats.ping,
+        health_servicer,
+        ("", *SERVICE_NAMES),
+        interval_s=config.db_health_interval_s,
+        on_change=metrics.set_database_up if metrics is not None else None,
+    )
+    background = [asyncio.create_task(db_health.run())]
+    if metrics is not None and config.metrics_port is not None:
+        background.append(
+            asyncio.create_task(metrics.refresh_forever(stats, config.metrics_refresh_s))
+        )
     return GyozaServer(
         server=server,
         port=port,
@@ -158,6 +195,9 @@ async def start_server(
         workers=worker_store,
         work_signal=work_signal,
         sweeper=sweeper,
+        db_health=db_health,
+        metrics=metrics,
+        background=background,
     )
 
 
@@ -192,6 +232,8 @@ async def serve(config: ServerConfig) -> None:
         gs.port,
         _redacted(config.database_url),
     )
+    if gs.metrics is not None:
+        log.info("metrics on http://%s:%d/metrics", config.host, gs.metrics.port)
     try:
         await stop.wait()
         log.info("shutting down")
