@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("GYOZA_LOG_FORMAT", "text"),
         help="text lines, or one JSON object a line (default %(default)s) [env GYOZA_LOG_FORMAT]",
     )
+    parser.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        default=_env("GYOZA_ACCESS_LOG", "on"),
+        help="one line per RPC on the gyoza_grpc.access logger (default %(default)s) "
+        "[env GYOZA_ACCESS_LOG]",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
@@ -206,7 +213,7 @@ def _database_error(url: str, err: Exception) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format, access_log=args.access_log == "on")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
         from gyoza_grpc.server import serve

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 FORMATS = ("text", "json")
+ACCESS_LOGGER = "gyoza_grpc.access"
 _TEXT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -50,10 +51,13 @@ class TextFormatter(logging.Formatter):
         )
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    """The root handler on stderr in `fmt` (`text` or `json`) at `level`."""
+def configure_logging(level: str, fmt: str, *, access_log: bool = True) -> None:
+    """The root handler on stderr in `fmt` (`text` or `json`) at `level`; `access_log=False`
+    silences the per-RPC lines (gyoza_grpc.access) and their cost, keeping the rest."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    if not access_log:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)

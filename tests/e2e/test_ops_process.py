@@ -43,3 +43,15 @@ def test_json_logs_and_metrics_from_the_command_line(tmp_path: Path) -> None:
     assert {"time", "level", "message", "duration_ms", "peer"} <= gets[0].keys()
     assert "hunter2" not in p.log
     assert any(d["message"] == "stopped" for d in lines)
+
+
+def test_access_log_off_keeps_the_other_lines(tmp_path: Path) -> None:
+    env = server_env({"GYOZA_ACCESS_LOG": "off"})
+    with serve(tmp_path, "--port", "0", env=env) as p:
+        target = p.wait_serving()
+        with grpc.insecure_channel(target) as channel:
+            stub = runs_pb2_grpc.RunServiceStub(channel)
+            stub.CreateRun(runs_pb2.CreateRunRequest(image="img"), timeout=10)
+        assert p.stop() == 0, p.log
+    assert "gyoza_grpc.access" not in p.log
+    assert "serving on" in p.log and "stopped" in p.log
