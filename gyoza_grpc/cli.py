@@ -15,6 +15,7 @@ from gyoza_grpc import client_cli
 from gyoza_grpc.channel import add_connection_flags
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
+from gyoza_grpc.ops.log_format import FORMATS, configure_logging
 from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
 from gyoza_grpc.streams.pg_wakeup import DEFAULT_CATCHUP_S
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
@@ -22,6 +23,10 @@ from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text.strip() else None
 
 
 def _add_database(p: argparse.ArgumentParser) -> None:
@@ -36,6 +41,19 @@ def _add_database(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gyoza-grpc", description=__doc__)
     parser.add_argument("--log-level", default=_env("GYOZA_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=_env("GYOZA_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object a line (default %(default)s) [env GYOZA_LOG_FORMAT]",
+    )
+    parser.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        default=_env("GYOZA_ACCESS_LOG", "on"),
+        help="one line per RPC on the gyoza_grpc.access logger (default %(default)s) "
+        "[env GYOZA_ACCESS_LOG]",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
@@ -105,6 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
         "lease + interval of the last heartbeat [env GYOZA_SWEEP_INTERVAL]",
     )
     _add_limits(serve)
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_optional_int(_env("GYOZA_METRICS_PORT", "")),
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; off when unset "
+        "[env GYOZA_METRICS_PORT]",
+    )
+    serve.add_argument(
+        "--metrics-refresh",
+        type=float,
+        default=float(_env("GYOZA_METRICS_REFRESH", "5")),
+        metavar="SECONDS",
+        help="how often runs by state, the queue and workers are re-counted "
+        "[env GYOZA_METRICS_REFRESH]",
+    )
+    serve.add_argument(
+        "--db-health-interval",
+        type=float,
+        default=float(_env("GYOZA_DB_HEALTH_INTERVAL", "3")),
+        metavar="SECONDS",
+        help="how often the database is pinged; health is NOT_SERVING while it does not "
+        "answer [env GYOZA_DB_HEALTH_INTERVAL]",
+    )
     serve.add_argument(
         "--migrate",
         action="store_true",
@@ -298,10 +339,7 @@ def _database_error(url: str, err: Exception) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format, access_log=args.access_log == "on")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
         from gyoza_grpc.api.auth import load_api_keys
@@ -341,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             db_statement_timeout_s=args.db_statement_timeout,
             catchup_interval_s=args.catchup_interval,
             limits=limits,
+            metrics_port=args.metrics_port,
+            metrics_refresh_s=args.metrics_refresh,
+            db_health_interval_s=args.db_health_interval,
         )
         try:
             asyncio.run(serve(config))

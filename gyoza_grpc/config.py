@@ -45,6 +45,12 @@ class ServerConfig:
 
     # Message size, JSON size, events per run and watch stream caps (domain/limits.py).
     limits: Limits = DEFAULT_LIMITS
+    # Prometheus /metrics on this port (0: a free one); None: no metrics.
+    metrics_port: int | None = None
+    # How often the store gauges (runs by state, queue, workers) are re-read.
+    metrics_refresh_s: float = 5.0
+    # How often the database is pinged; health is NOT_SERVING while it cannot be reached.
+    db_health_interval_s: float = 3.0
 
     @property
     def address(self) -> str:

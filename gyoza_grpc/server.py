@@ -23,6 +23,7 @@ from gyoza.v1 import (
     workers_pb2,
     workers_pb2_grpc,
 )
+from gyoza_grpc.api.access_log import AccessLogInterceptor
 from gyoza_grpc.api.auth import AuthInterceptor, log_access
 from gyoza_grpc.api.decoding import DecodeErrorInterceptor
 from gyoza_grpc.api.definitions import DefinitionServicer
@@ -32,10 +33,13 @@ from gyoza_grpc.api.workers import WorkerServicer
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.model import Event, Run, TopicEvent
+from gyoza_grpc.ops.db_health import DatabaseHealth
+from gyoza_grpc.ops.metrics import ServerMetrics
 from gyoza_grpc.store.definition_store import DefinitionStore
 from gyoza_grpc.store.engine import Engines, make_engines
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.schema import ensure_schema
+from gyoza_grpc.store.stats_store import StatsStore
 from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
 from gyoza_grpc.streams.pg_wakeup import PgWakeup, new_replica_id
@@ -80,8 +84,12 @@ class GyozaServer:
     workers: WorkerStore
     work_signal: WorkSignal
     sweeper: asyncio.Task[None]
+    db_health: DatabaseHealth
     # PostgreSQL: the LISTEN connection and catch-up that carry other replicas' wake-ups.
     wakeup: PgWakeup | None = None
+    metrics: ServerMetrics | None = None
+    # The database health monitor, the metrics refresh.
+    background: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = field(default=False, init=False)
 
     @property
@@ -97,14 +105,19 @@ class GyozaServer:
         await self.health.enter_graceful_shutdown()
         self.fanout.close()
         self.work_signal.close()
-        self.sweeper.cancel()
-        # Wait for it: a sweep cancelled mid-transaction must let go of its connection
+        tasks = [self.sweeper, *self.background]
+        for task in tasks:
+            task.cancel()
+        # Wait for them: a sweep cancelled mid-transaction must let go of its connection
         # before the engine is disposed (else asyncio.run waits on it forever).
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.sweeper
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.wakeup is not None:
             await self.wakeup.stop()  # closes its own connection before the engine goes
         await self.server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         await self.engines.dispose()
 
 
@@ -129,10 +142,13 @@ async def start_server(
         raise
     fanout = FanOut()
     work_signal = WorkSignal()
+    metrics = ServerMetrics(clock=clock) if config.metrics_port is not None else None
 
     def on_events(run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
         fanout.publish(run, events, published)
         work_signal.on_events(run, events, published)
+        if metrics is not None:
+            metrics.on_events(run, events)
 
     replica_id = new_replica_id()
     store = RunStore(
@@ -159,10 +175,14 @@ async def start_server(
     limits = config.limits
     # Larger requests get RESOURCE_EXHAUSTED from grpc itself, before any handler runs.
     size_options = [("grpc.max_receive_message_length", limits.max_message_bytes)]
-    # Auth first: it refuses a call before anything else looks at it.
-    interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrorInterceptor()]
+    # The access log first: it sees (and logs) what the interceptors after it refuse. Then
+    # auth: it refuses a call before anything else looks at it.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        AccessLogInterceptor(metrics),
+        DecodeErrorInterceptor(),
+    ]
     if config.api_keys:
-        interceptors.insert(0, AuthInterceptor(config.api_keys))
+        interceptors.insert(1, AuthInterceptor(config.api_keys))
     server = grpc.aio.server(
         options=[*SERVER_OPTIONS, *size_options, *extra_options], interceptors=interceptors
     )
@@ -198,12 +218,31 @@ async def start_server(
     if port == 0:
         await engines.dispose()
         raise OSError(f"cannot listen on {config.address} (address in use or not available)")
+    if metrics is not None and config.metrics_port is not None:
+        try:
+            metrics.serve(config.host, config.metrics_port)
+        except OSError as err:
+            await engines.dispose()
+            raise OSError(f"cannot serve metrics on port {config.metrics_port}: {err}") from err
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     sweeper = asyncio.create_task(_sweep_evictions(worker_store, config.sweep_interval_s))
     if wakeup is not None:
         wakeup.start()
+    stats = StatsStore(engines)
+    db_health = DatabaseHealth(
+        stats.ping,
+        health_servicer,
+        ("", *SERVICE_NAMES),
+        interval_s=config.db_health_interval_s,
+        on_change=metrics.set_database_up if metrics is not None else None,
+    )
+    background = [asyncio.create_task(db_health.run())]
+    if metrics is not None and config.metrics_port is not None:
+        background.append(
+            asyncio.create_task(metrics.refresh_forever(stats, config.metrics_refresh_s))
+        )
     return GyozaServer(
         server=server,
         port=port,
@@ -216,6 +255,9 @@ async def start_server(
         work_signal=work_signal,
         sweeper=sweeper,
         wakeup=wakeup,
+        db_health=db_health,
+        metrics=metrics,
+        background=background,
     )
 
 
@@ -253,6 +295,8 @@ async def serve(config: ServerConfig) -> None:
         (", mutual TLS" if config.tls_client_ca else ", TLS") if config.tls else ", plaintext",
         "" if config.reflection else ", reflection off",
     )
+    if gs.metrics is not None:
+        log.info("metrics on http://%s:%d/metrics", config.host, gs.metrics.port)
     try:
         await stop.wait()
         log.info("shutting down")

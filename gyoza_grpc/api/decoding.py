@@ -8,6 +8,7 @@ marker with INVALID_ARGUMENT. Wrapped handlers are built once per method and cac
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -82,6 +83,18 @@ def _wrap(handler: Any) -> Any:
             response_serializer=handler.response_serializer,
         )
     inner_stream = handler.unary_stream
+    if inspect.iscoroutinefunction(inner_stream):
+        # A handler that sends with context.write (grpc_health's Watch): not an iterator.
+        async def writes(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            if isinstance(request, _Undecodable):
+                await context.abort_with_status(_error(request))
+            await inner_stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            writes,
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
     async def stream(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]

@@ -87,13 +87,39 @@ class _InlineConnection(aiosqlite.Connection):
     wake the loop, ten times more, and a transaction makes about ten of those hand-offs. Run in
     line, a transaction also never yields to the loop halfway, which is what a writer wants.
     The price: a slow statement stalls the loop, so the store keeps its statements on indexes
-    (keyset paging, no scans). WAL auto-checkpoints (every 1000 pages) also run in line.
+    (keyset paging, no scans). WAL auto-checkpoints (every 1000 pages) also run in line. A
+    lock held by another process is not waited for here but on aiosqlite's thread.
     """
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as err:
+            if not _is_busy(err):
+                raise
+        # Another process holds SQLite's write lock (this one's writers queue on the store's
+        # lock first). Wait for it on aiosqlite's thread, not on the loop; nothing was done.
+        return await super()._execute(_waiting_for_lock, self._conn, partial(fn, *args, **kwargs))  # type: ignore[no-untyped-call]
+
+
+# In line, a busy SQLite fails at once (busy_timeout 0) and the call is retried on the thread
+# with this timeout; past it, "database is locked".
+_BUSY_TIMEOUT_MS = 10_000
+
+
+def _is_busy(err: sqlite3.OperationalError) -> bool:
+    text = str(err)
+    return "locked" in text or "busy" in text
+
+
+def _waiting_for_lock(conn: sqlite3.Connection, call: Callable[[], Any]) -> Any:
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    try:
+        return call()
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
 
 
 async def _inline_sqlite(database: str) -> aiosqlite.Connection:
@@ -113,7 +139,7 @@ def _setup_sqlite(engine: AsyncEngine) -> None:
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=NORMAL",
-            "PRAGMA busy_timeout=10000",
+            "PRAGMA busy_timeout=0",  # see _InlineConnection._execute
             "PRAGMA foreign_keys=ON",
         ):
             cursor.execute(pragma)

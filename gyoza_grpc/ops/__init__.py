@@ -1,0 +1,1 @@
+"""Operations: metrics, log formats and the database health monitor."""

@@ -1,0 +1,67 @@
+"""Cheap aggregate reads for health and metrics: a ping, runs by state, the queue, workers.
+
+Each is one short read transaction over indexed columns (runs by state uses ix_runs_state_created,
+the queue ix_runs_claim, workers ix_workers_state_lease). They run on a timer, never per RPC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from gyoza_grpc.domain.clock import to_us
+from gyoza_grpc.domain.model import RunState
+from gyoza_grpc.domain.workers import WorkerState
+from gyoza_grpc.store.engine import Engines
+from gyoza_grpc.store.tables import runs, workers
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """PENDING runs of one priority: how many, and when the oldest was created (us)."""
+
+    depth: int
+    oldest_created_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    runs_by_state: dict[str, int] = field(default_factory=dict)
+    queue: dict[int, QueueStats] = field(default_factory=dict)
+    workers_alive: int = 0
+
+
+class StatsStore:
+    def __init__(self, engines: Engines) -> None:
+        self._engines = engines
+
+    async def ping(self) -> None:
+        """Raises when the database cannot answer a trivial query."""
+        async with self._engines.read.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def snapshot(self, now: datetime) -> StoreStats:
+        by_state = sa.select(runs.c.state, sa.func.count()).group_by(runs.c.state)
+        queue = (
+            sa.select(runs.c.priority, sa.func.count(), sa.func.min(runs.c.created_at))
+            .where(runs.c.state == RunState.PENDING.value)
+            .group_by(runs.c.priority)
+        )
+        alive = (
+            sa.select(sa.func.count())
+            .select_from(workers)
+            .where(
+                workers.c.state == WorkerState.ALIVE.value,
+                workers.c.lease_expires_at > to_us(now),
+            )
+        )
+        async with self._engines.read.begin() as conn:
+            states = {state: int(n) for state, n in await conn.execute(by_state)}
+            pending = {
+                int(priority): QueueStats(int(n), int(oldest))
+                for priority, n, oldest in await conn.execute(queue)
+            }
+            alive_count = int((await conn.execute(alive)).scalar_one())
+        return StoreStats(runs_by_state=states, queue=pending, workers_alive=alive_count)
