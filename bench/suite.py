@@ -25,6 +25,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def run_load(spec: LoadSpec, servers: Sequence[ServerProcess]) -> dict[str, Any]
     out = ctx.Queue()
     proc = ctx.Process(target=_client_main, args=(spec, out))
     cpu0 = {s.pid: _cpu(s.pid) for s in servers}
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc.start()
     try:
         result = out.get(timeout=spec.seconds + spec.warmup + 120)
@@ -165,6 +167,9 @@ def run_load(spec: LoadSpec, servers: Sequence[ServerProcess]) -> dict[str, Any]
         proc.join(10)
         if proc.is_alive():
             proc.kill()
+            proc.join(5)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
     if "crash" in result:
         raise RuntimeError(f"load client for {spec.kind}: {result['crash']}")
     lat = sorted(result["latencies"])
@@ -177,6 +182,9 @@ def run_load(spec: LoadSpec, servers: Sequence[ServerProcess]) -> dict[str, Any]
         "max_ms": round((lat[-1] if lat else float("nan")) * 1000, 2),
         "errors": result["errors"],
         "server_cpu_s": round(sum(_cpu(s.pid) - cpu0[s.pid] for s in servers), 2),
+        # The whole client process (start-up and warm-up included): near seconds + warmup
+        # means the client, not the server, set the pace.
+        "client_cpu_s": round(client_cpu, 2),
     }
 
 

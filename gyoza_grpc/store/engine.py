@@ -9,15 +9,16 @@ an optional statement_timeout set on every pooled connection.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -27,14 +28,23 @@ _WRITE_OPTION = "gyoza_write"
 
 @dataclass(frozen=True, slots=True)
 class Engines:
-    """One pool, two views: `write` begins IMMEDIATE transactions on SQLite."""
+    """One pool, two views: `write` begins IMMEDIATE transactions on SQLite.
+
+    `inline` / `inline_write` (SQLite files only): a plain synchronous engine on the same file
+    that the run store's hot paths call straight from the event loop, without aiosqlite's
+    thread or SQLAlchemy's greenlet per call (see RunStore._run_read / _run_write).
+    """
 
     read: AsyncEngine
     write: AsyncEngine
     is_sqlite: bool
+    inline: Engine | None = None
+    inline_write: Engine | None = None
 
     async def dispose(self) -> None:
         await self.read.dispose()
+        if self.inline is not None:
+            self.inline.dispose()
 
 
 def make_engines(
@@ -55,9 +65,27 @@ def make_engines(
             max_overflow=0,
             async_creator=partial(_inline_sqlite, database or ":memory:"),
         )
-        _setup_sqlite(engine)
+        _setup_sqlite(engine.sync_engine)
+        inline: Engine | None = None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            # check_same_thread=False: a write that must wait for another process's lock
+            # runs on a worker thread (RunStore._run_write).
+            inline = create_engine(
+                f"sqlite:///{database}",
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+            )
+            _setup_sqlite(inline)
         return Engines(
-            read=engine, write=engine.execution_options(**{_WRITE_OPTION: True}), is_sqlite=True
+            read=engine,
+            write=engine.execution_options(**{_WRITE_OPTION: True}),
+            is_sqlite=True,
+            inline=inline,
+            inline_write=(
+                inline.execution_options(**{_WRITE_OPTION: True}) if inline is not None else None
+            ),
         )
     if backend == "postgresql":
         connect_args: dict[str, Any] = {}
@@ -97,7 +125,7 @@ class _InlineConnection(aiosqlite.Connection):
         try:
             return fn(*args, **kwargs)
         except sqlite3.OperationalError as err:
-            if not _is_busy(err):
+            if not is_busy(err):
                 raise
         # Another process holds SQLite's write lock (this one's writers queue on the store's
         # lock first). Wait for it on aiosqlite's thread, not on the loop; nothing was done.
@@ -109,15 +137,23 @@ class _InlineConnection(aiosqlite.Connection):
 _BUSY_TIMEOUT_MS = 10_000
 
 
-def _is_busy(err: sqlite3.OperationalError) -> bool:
+def is_busy(err: BaseException) -> bool:
+    """SQLite's "database is locked": another connection holds the write lock."""
     text = str(err)
     return "locked" in text or "busy" in text
 
 
 def _waiting_for_lock(conn: sqlite3.Connection, call: Callable[[], Any]) -> Any:
+    with waiting_for_lock(conn):
+        return call()
+
+
+@contextlib.contextmanager
+def waiting_for_lock(conn: sqlite3.Connection) -> Iterator[None]:
+    """Within: SQLite waits up to _BUSY_TIMEOUT_MS for another connection's write lock."""
     conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     try:
-        return call()
+        yield
     finally:
         conn.execute("PRAGMA busy_timeout=0")
 
@@ -130,8 +166,8 @@ async def _inline_sqlite(database: str) -> aiosqlite.Connection:
     return await conn
 
 
-def _setup_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take BEGIN away from the driver: the "begin" hook below emits the right one.
         dbapi_connection.isolation_level = None
@@ -145,7 +181,7 @@ def _setup_sqlite(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Reads need no BEGIN: their statements run in line, one after another, without the
         # loop running in between, so no write of this process can come between them.

@@ -4,6 +4,10 @@ A state change locks the run row (SELECT ... FOR UPDATE on PostgreSQL; BEGIN IMM
 process-wide writer lock on SQLite), hands the run to a pure domain function, writes what it
 returns (the run, its attempts, its events with seqs taken from the run row), commits, and only
 then tells the fan-out. The store never decides a transition itself.
+
+Each operation is a plain synchronous function of a Connection, run as one unit: on a SQLite
+file straight on the event loop (its statements take microseconds; see engine.py), on
+PostgreSQL in one SQLAlchemy greenlet per transaction (not one per statement).
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.util import greenlet_spawn
 
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import AlreadyExists, InvalidArgument, run_not_found
@@ -27,13 +33,16 @@ from gyoza_grpc.domain.model import Attempt, Event, Run, RunState, TopicEvent
 from gyoza_grpc.domain.state_machine import Transition
 from gyoza_grpc.store import rows
 from gyoza_grpc.store.db_errors import database_errors
-from gyoza_grpc.store.engine import Engines
+from gyoza_grpc.store.engine import Engines, is_busy, waiting_for_lock
 from gyoza_grpc.store.tables import attempts, events, runs, topic_events, topics
 from gyoza_grpc.store.wakeups import CHANNEL, Wakeups
 
 # Keys per IN (...) list when looking up the positions of many runs or topics.
 _POSITIONS_CHUNK = 500
 
+T = TypeVar("T")
+# One transaction's work: synchronous code over a Connection (see the module docstring).
+Work = Callable[[Connection], T]
 RunChange = Callable[[Run, datetime], Transition]
 # Called after each commit that appended events: the run, its new events, and the same
 # events at their topic cursors (empty when the run has no topic).
@@ -58,6 +67,25 @@ _UPDATE_ATTEMPT = attempts.update().where(
 _INSERT_RUN = runs.insert()
 _INSERT_ATTEMPT = attempts.insert()
 _INSERT_EVENTS = events.insert()
+_RUN_EXISTS = sa.select(runs.c.id).where(runs.c.id == sa.bindparam("b_run_id"))
+_ATTEMPT_EVENTS = (
+    sa.select(events)
+    .where(events.c.run_id == sa.bindparam("b_run_id"), events.c.attempt == sa.bindparam("b_at"))
+    .order_by(events.c.seq)
+)
+_FIND_REQUEST = sa.select(runs.c.id, runs.c.request_hash).where(
+    runs.c.request_id == sa.bindparam("b_request_id")
+)
+_CURSOR_AT = sa.select(runs.c.created_at).where(runs.c.id == sa.bindparam("b_run_id"))
+_ATTEMPTS_OF = (
+    sa.select(attempts)
+    .where(attempts.c.run_id == sa.bindparam("b_run_id"))
+    .order_by(attempts.c.attempt)
+)
+
+
+class _LockedByOther(Exception):
+    """SQLite's write lock is held by another process: wait for it off the loop."""
 
 
 def _split(row: sa.Row[Any]) -> Run:
@@ -113,7 +141,65 @@ class RunStore:
         # PostgreSQL with replicas: each write transaction NOTIFYs what it touched, tagged
         # with this origin (see store/wakeups.py). None: no notifications (SQLite).
         self._origin = None if engines.is_sqlite else wakeup_origin
-        self._wakeups: dict[AsyncConnection, Wakeups] = {}
+        # Keyed by the transaction's (synchronous) Connection.
+        self._wakeups: dict[Connection, Wakeups] = {}
+
+    # -- running a transaction -------------------------------------------------------------
+
+    async def _run_read(self, work: Work[T]) -> T:
+        """`work` in a read: on SQLite without BEGIN (nothing can come between its
+        statements: they run one after another without the loop turning)."""
+        with database_errors():
+            inline = self._engines.inline
+            if inline is not None:
+                with inline.connect() as conn:
+                    return work(conn)
+            return await greenlet_spawn(self._read_in_greenlet, work)
+
+    def _read_in_greenlet(self, work: Work[T]) -> T:
+        with self._engines.read.sync_engine.begin() as conn:
+            return work(conn)
+
+    async def _run_write(self, work: Work[T]) -> T:
+        """`work` in one write transaction, committed before this returns."""
+        async with self._write_lock:
+            with database_errors():
+                engine = self._engines.inline_write
+                if engine is None:
+                    return await greenlet_spawn(
+                        self._write_in, self._engines.write.sync_engine, work, False
+                    )
+                try:
+                    return self._write_in(engine, work, False)
+                except _LockedByOther:
+                    # Only another process holds it (ours queue on _write_lock): wait on a
+                    # thread with a busy timeout, the loop serving everything else meanwhile.
+                    return await asyncio.to_thread(self._write_in, engine, work, True)
+
+    def _write_in(self, engine: Engine, work: Work[T], wait_for_lock: bool) -> T:
+        with engine.connect() as conn:
+            waiting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if wait_for_lock:
+                waiting = waiting_for_lock(conn.connection.driver_connection)  # type: ignore[arg-type]
+            with waiting:
+                try:
+                    tx = conn.begin()  # BEGIN IMMEDIATE on SQLite
+                except OperationalError as err:
+                    if not wait_for_lock and self._engines.is_sqlite and is_busy(err):
+                        raise _LockedByOther from err
+                    raise
+            with tx:
+                if self._origin is None:
+                    return work(conn)
+                touched = self._wakeups[conn] = Wakeups()
+                try:
+                    result = work(conn)
+                    if touched:  # delivered by PostgreSQL only if the COMMIT that follows is
+                        payload = touched.encode(self._origin)
+                        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+                    return result
+                finally:
+                    del self._wakeups[conn]
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -122,14 +208,16 @@ class RunStore:
                 if self._origin is None:
                     yield conn
                     return
-                touched = self._wakeups[conn] = Wakeups()
+                key = conn.sync_connection
+                assert key is not None
+                touched = self._wakeups[key] = Wakeups()
                 try:
                     yield conn
                     if touched:  # delivered by PostgreSQL only if the COMMIT that follows is
                         payload = touched.encode(self._origin)
                         await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
                 finally:
-                    del self._wakeups[conn]
+                    del self._wakeups[key]
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -137,10 +225,11 @@ class RunStore:
             async with self._engines.read.begin() as conn:
                 yield conn
 
-    def wakeups(self, conn: AsyncConnection) -> Wakeups:
+    def wakeups(self, conn: AsyncConnection | Connection) -> Wakeups:
         """What the write transaction on `conn` touched, for the other replicas (a throwaway
         collector when notifications are off)."""
-        found = self._wakeups.get(conn)
+        key = conn.sync_connection if isinstance(conn, AsyncConnection) else conn
+        found = self._wakeups.get(key) if key is not None else None
         return found if found is not None else Wakeups()
 
     def _notify(
@@ -163,12 +252,12 @@ class RunStore:
 
     async def load_run(self, conn: AsyncConnection, run_id: str) -> Run:
         """The run with its current attempt, its row locked until the transaction ends."""
-        return await self._load_run(conn, run_id, lock=True)
+        return await conn.run_sync(self._load_run, run_id, True)
 
     async def write_transition(
         self, conn: AsyncConnection, before: Run, t: Transition
     ) -> list[TopicEvent]:
-        return await self._write_transition(conn, before, t)
+        return await conn.run_sync(self._write_transition, before, t)
 
     def notify(self, t: Transition, published: Sequence[TopicEvent]) -> None:
         """Tell listeners about a committed transition (call after commit only)."""
@@ -176,7 +265,7 @@ class RunStore:
 
     # -- queries ---------------------------------------------------------------------------
 
-    async def _load_run(self, conn: AsyncConnection, run_id: str, *, lock: bool) -> Run:
+    def _load_run(self, conn: Connection, run_id: str, lock: bool) -> Run:
         # On PostgreSQL, lock the run row alone, then read it with its attempt in a new
         # statement (a new READ COMMITTED snapshot). A FOR UPDATE join that waited for a
         # concurrent writer re-checks the run row but keeps the old snapshot's attempt row: the
@@ -185,58 +274,54 @@ class RunStore:
         if (
             lock
             and not self._engines.is_sqlite
-            and (await conn.execute(_LOCK_RUN, {"b_run_id": run_id})).first() is None
+            and conn.execute(_LOCK_RUN, {"b_run_id": run_id}).first() is None
         ):
             raise run_not_found(run_id)
-        row = (await conn.execute(_LOAD_RUN, {"b_run_id": run_id})).first()
+        row = conn.execute(_LOAD_RUN, {"b_run_id": run_id}).first()
         if row is None:
             raise run_not_found(run_id)
         return _split(row)
 
-    async def _require_run(self, conn: AsyncConnection, run_id: str) -> None:
-        found = (await conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id))).first()
-        if found is None:
-            raise run_not_found(run_id)
-
-    async def _attempt_events(self, conn: AsyncConnection, run: Run) -> list[Event]:
-        stmt = (
-            sa.select(events)
-            .where(events.c.run_id == run.id, events.c.attempt == run.current_attempt)
-            .order_by(events.c.seq)
-        )
-        return [rows.event_from_row(r._mapping) for r in await conn.execute(stmt)]
+    @staticmethod
+    def _attempt_events(conn: Connection, run: Run) -> list[Event]:
+        found = conn.execute(_ATTEMPT_EVENTS, {"b_run_id": run.id, "b_at": run.current_attempt})
+        return [rows.event_from_row(r._mapping) for r in found]
 
     # -- writes ----------------------------------------------------------------------------
 
     async def create_run(self, run: Run, request_hash: str | None = None) -> tuple[Run, bool]:
         """Insert `run` and its first attempt; with a request_id, a repeat of the same
         request returns the stored run (created=False) and a different one ALREADY_EXISTS."""
+
+        def work(conn: Connection) -> Run | None:
+            if run.request_id:
+                existing = self._find_request(conn, run, request_hash)
+                if existing is not None:
+                    return existing
+            if run.event_delivery.topic:
+                self._ensure_topic(conn, run.event_delivery.topic)
+            conn.execute(_INSERT_RUN, rows.run_values(run, request_hash))
+            conn.execute(_INSERT_ATTEMPT, rows.attempt_values(run.attempt))
+            self.wakeups(conn).claimable = True
+            return None
+
         for _ in range(3):
             try:
-                async with self._write() as conn:
-                    if run.request_id:
-                        existing = await self._find_request(conn, run, request_hash)
-                        if existing is not None:
-                            return existing, False
-                    if run.event_delivery.topic:
-                        await self._ensure_topic(conn, run.event_delivery.topic)
-                    await conn.execute(_INSERT_RUN, rows.run_values(run, request_hash))
-                    await conn.execute(_INSERT_ATTEMPT, rows.attempt_values(run.attempt))
-                    self.wakeups(conn).claimable = True
-                if self._on_created is not None:
-                    self._on_created(run)
-                return run, True
+                existing = await self._run_write(work)
             except IntegrityError:
                 # A concurrent create with the same request_id won the race: look again.
                 if not run.request_id:
                     raise
+                continue
+            if existing is not None:
+                return existing, False
+            if self._on_created is not None:
+                self._on_created(run)
+            return run, True
         raise AlreadyExists(f"request_id '{run.request_id}' is being used concurrently")
 
-    async def _find_request(
-        self, conn: AsyncConnection, run: Run, request_hash: str | None
-    ) -> Run | None:
-        stmt = sa.select(runs.c.id, runs.c.request_hash).where(runs.c.request_id == run.request_id)
-        row = (await conn.execute(stmt)).first()
+    def _find_request(self, conn: Connection, run: Run, request_hash: str | None) -> Run | None:
+        row = conn.execute(_FIND_REQUEST, {"b_request_id": run.request_id}).first()
         if row is None:
             return None
         if row.request_hash != request_hash:
@@ -246,25 +331,28 @@ class RunStore:
                 reason="REQUEST_ID_REUSED",
                 metadata={"request_id": run.request_id, "run_id": row.id},
             )
-        return await self._load_run(conn, row.id, lock=False)
+        return self._load_run(conn, row.id, False)
 
     async def change_run(self, run_id: str, change: RunChange) -> Transition:
         """Lock the run, apply a domain change to it, write the result: one transaction."""
-        async with self._write() as conn:
-            before = await self._load_run(conn, run_id, lock=True)
+
+        def work(conn: Connection) -> tuple[Transition, list[TopicEvent]]:
+            before = self._load_run(conn, run_id, True)
             transition = change(before, self._clock())
-            published = await self._write_transition(conn, before, transition)
+            return transition, self._write_transition(conn, before, transition)
+
+        transition, published = await self._run_write(work)
         self._notify(transition.run, transition.events, published)
         return transition
 
-    async def _ensure_topic(self, conn: AsyncConnection, topic: str) -> None:
+    def _ensure_topic(self, conn: Connection, topic: str) -> None:
         insert = (sqlite_insert if self._engines.is_sqlite else pg_insert)(topics)
-        await conn.execute(
+        conn.execute(
             insert.values(name=topic, last_cursor=0).on_conflict_do_nothing(index_elements=["name"])
         )
 
-    async def _publish_to_topic(
-        self, conn: AsyncConnection, run: Run, new_events: Sequence[Event]
+    def _publish_to_topic(
+        self, conn: Connection, run: Run, new_events: Sequence[Event]
     ) -> list[TopicEvent]:
         """Give the events their topic cursors: an atomic increment of the topic row, which
         holds its lock until commit, so cursors commit in the order they are handed out."""
@@ -276,13 +364,13 @@ class RunStore:
             .values(last_cursor=topics.c.last_cursor + n)
             .returning(topics.c.last_cursor)
         )
-        last = (await conn.execute(stmt)).scalar_one()
+        last = conn.execute(stmt).scalar_one()
         first = last - n + 1
         published = [
             TopicEvent(topic, first + i, e, run.event_delivery.attributes)
             for i, e in enumerate(new_events)
         ]
-        await conn.execute(
+        conn.execute(
             topic_events.insert(),
             [
                 {"topic": topic, "cursor": p.cursor, "run_id": run.id, "seq": p.event.seq}
@@ -291,38 +379,38 @@ class RunStore:
         )
         return published
 
-    async def _write_transition(
-        self, conn: AsyncConnection, before: Run, t: Transition
-    ) -> list[TopicEvent]:
+    def _write_transition(self, conn: Connection, before: Run, t: Transition) -> list[TopicEvent]:
         after = t.run
         if after != before:
-            await conn.execute(_UPDATE_RUN, {"b_run_id": after.id, **rows.run_changes(after)})
+            conn.execute(_UPDATE_RUN, {"b_run_id": after.id, **rows.run_changes(after)})
         if t.closed_attempt is not None:
-            await self._update_attempt(conn, t.closed_attempt)
-            await conn.execute(_INSERT_ATTEMPT, rows.attempt_values(after.attempt))
+            self._update_attempt(conn, t.closed_attempt)
+            conn.execute(_INSERT_ATTEMPT, rows.attempt_values(after.attempt))
         elif after.attempt != before.attempt:
-            await self._update_attempt(conn, after.attempt)
+            self._update_attempt(conn, after.attempt)
         if not t.events:
             return []
-        await conn.execute(_INSERT_EVENTS, [rows.event_values(e) for e in t.events])
+        conn.execute(_INSERT_EVENTS, [rows.event_values(e) for e in t.events])
         self.wakeups(conn).add_events(after, t.events)
         if after.event_delivery.topic:
-            return await self._publish_to_topic(conn, after, t.events)
+            return self._publish_to_topic(conn, after, t.events)
         return []
 
-    async def _update_attempt(self, conn: AsyncConnection, attempt: Attempt) -> None:
+    @staticmethod
+    def _update_attempt(conn: Connection, attempt: Attempt) -> None:
         values = rows.attempt_values(attempt)
-        await conn.execute(
+        conn.execute(
             _UPDATE_ATTEMPT, {"b_run_id": attempt.run_id, "b_attempt": attempt.number, **values}
         )
 
     # -- reads -----------------------------------------------------------------------------
 
     async def get_run(self, run_id: str, *, with_events: bool = False) -> tuple[Run, list[Event]]:
-        async with self._read() as conn:
-            run = await self._load_run(conn, run_id, lock=False)
-            run_events = await self._attempt_events(conn, run) if with_events else []
-        return run, run_events
+        def work(conn: Connection) -> tuple[Run, list[Event]]:
+            run = self._load_run(conn, run_id, False)
+            return run, self._attempt_events(conn, run) if with_events else []
+
+        return await self._run_read(work)
 
     async def list_runs(self, q: RunQuery) -> RunPage:
         """Keyset paging, newest first: (created_at, id) descending, no OFFSET, no COUNT."""
@@ -344,13 +432,17 @@ class RunStore:
         if q.created_lt is not None:
             conditions.append(runs.c.created_at < q.created_lt)
         backward = bool(q.ending_before)
-        async with self._read() as conn:
+        order = (
+            (runs.c.created_at.asc(), runs.c.id.asc())
+            if backward
+            else (runs.c.created_at.desc(), runs.c.id.desc())
+        )
+
+        def work(conn: Connection) -> RunPage:
             cursor_id = q.ending_before or q.starting_after
             if cursor_id:
                 field = "ending_before" if backward else "starting_after"
-                found = (
-                    await conn.execute(sa.select(runs.c.created_at).where(runs.c.id == cursor_id))
-                ).first()
+                found = conn.execute(_CURSOR_AT, {"b_run_id": cursor_id}).first()
                 if found is None:
                     raise InvalidArgument.field(field, f"unknown cursor: run '{cursor_id}'")
                 at = found.created_at
@@ -361,25 +453,21 @@ class RunStore:
                 else:
                     conditions.append(runs.c.created_at <= at)
                     conditions.append(sa.or_(runs.c.created_at < at, runs.c.id < cursor_id))
-            order = (
-                (runs.c.created_at.asc(), runs.c.id.asc())
-                if backward
-                else (runs.c.created_at.desc(), runs.c.id.desc())
-            )
             stmt = _RUN_WITH_ATTEMPT.where(*conditions).order_by(*order).limit(q.limit + 1)
-            found_rows = (await conn.execute(stmt)).all()
+            found_rows = conn.execute(stmt).all()
             has_more = len(found_rows) > q.limit
             page = [_split(r) for r in found_rows[: q.limit]]
             if backward:
                 page.reverse()
             page_events: dict[str, list[Event]] = {}
             if q.with_events and page:
-                page_events = await self._events_of_current_attempts(conn, page)
-        return RunPage(runs=page, has_more=has_more, events=page_events)
+                page_events = self._events_of_current_attempts(conn, page)
+            return RunPage(runs=page, has_more=has_more, events=page_events)
 
-    async def _events_of_current_attempts(
-        self, conn: AsyncConnection, page: list[Run]
-    ) -> dict[str, list[Event]]:
+        return await self._run_read(work)
+
+    @staticmethod
+    def _events_of_current_attempts(conn: Connection, page: list[Run]) -> dict[str, list[Event]]:
         current = {r.id: r.current_attempt for r in page}
         stmt = (
             sa.select(events)
@@ -387,7 +475,7 @@ class RunStore:
             .order_by(events.c.run_id, events.c.seq)
         )
         out: dict[str, list[Event]] = {r.id: [] for r in page}
-        for r in await conn.execute(stmt):
+        for r in conn.execute(stmt):
             if r.attempt == current[r.run_id]:
                 out[r.run_id].append(rows.event_from_row(r._mapping))
         return out
@@ -396,44 +484,50 @@ class RunStore:
         self, run_id: str, *, after: int | None, attempt: int, limit: int
     ) -> tuple[list[Event], bool]:
         """Events in seq order with seq > after (all when None); has_more past `limit`."""
-        async with self._read() as conn:
-            await self._require_run(conn, run_id)
-            stmt = sa.select(events).where(events.c.run_id == run_id)
-            if after is not None:
-                stmt = stmt.where(events.c.seq > after)
-            if attempt:
-                stmt = stmt.where(events.c.attempt == attempt)
-            stmt = stmt.order_by(events.c.seq).limit(limit + 1)
-            found = (await conn.execute(stmt)).all()
-        return [rows.event_from_row(r._mapping) for r in found[:limit]], len(found) > limit
+        stmt = sa.select(events).where(events.c.run_id == run_id)
+        if after is not None:
+            stmt = stmt.where(events.c.seq > after)
+        if attempt:
+            stmt = stmt.where(events.c.attempt == attempt)
+        stmt = stmt.order_by(events.c.seq).limit(limit + 1)
+
+        def work(conn: Connection) -> tuple[list[Event], bool]:
+            if conn.execute(_RUN_EXISTS, {"b_run_id": run_id}).first() is None:
+                raise run_not_found(run_id)
+            found = conn.execute(stmt).all()
+            return [rows.event_from_row(r._mapping) for r in found[:limit]], len(found) > limit
+
+        return await self._run_read(work)
 
     async def list_attempts(self, run_id: str) -> tuple[Run, list[Attempt]]:
-        async with self._read() as conn:
-            run = await self._load_run(conn, run_id, lock=False)
-            stmt = (
-                sa.select(attempts).where(attempts.c.run_id == run_id).order_by(attempts.c.attempt)
-            )
-            found = [rows.attempt_from_row(r._mapping) for r in await conn.execute(stmt)]
-        return run, found
+        def work(conn: Connection) -> tuple[Run, list[Attempt]]:
+            run = self._load_run(conn, run_id, False)
+            found = conn.execute(_ATTEMPTS_OF, {"b_run_id": run_id})
+            return run, [rows.attempt_from_row(r._mapping) for r in found]
+
+        return await self._run_read(work)
 
     async def last_positions(
         self, run_ids: Sequence[str], topic_names: Sequence[str]
     ) -> tuple[dict[str, int], dict[str, int]]:
         """The last seq of each run and the last cursor of each topic that exists."""
-        found_runs: dict[str, int] = {}
-        found_topics: dict[str, int] = {}
-        async with self._read() as conn:
+
+        def work(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+            found_runs: dict[str, int] = {}
+            found_topics: dict[str, int] = {}
             for i in range(0, len(run_ids), _POSITIONS_CHUNK):
                 chunk = list(run_ids[i : i + _POSITIONS_CHUNK])
                 stmt = sa.select(runs.c.id, runs.c.last_seq).where(runs.c.id.in_(chunk))
-                found_runs.update((r.id, r.last_seq) for r in await conn.execute(stmt))
+                found_runs.update((r.id, r.last_seq) for r in conn.execute(stmt))
             for i in range(0, len(topic_names), _POSITIONS_CHUNK):
                 chunk = list(topic_names[i : i + _POSITIONS_CHUNK])
                 stmt = sa.select(topics.c.name, topics.c.last_cursor).where(
                     topics.c.name.in_(chunk)
                 )
-                found_topics.update((r.name, r.last_cursor) for r in await conn.execute(stmt))
-        return found_runs, found_topics
+                found_topics.update((r.name, r.last_cursor) for r in conn.execute(stmt))
+            return found_runs, found_topics
+
+        return await self._run_read(work)
 
     async def list_topic_events(
         self, topic: str, *, after: int, limit: int
@@ -453,15 +547,18 @@ class RunStore:
             .order_by(topic_events.c.cursor)
             .limit(limit + 1)
         )
-        async with self._read() as conn:
-            found = (await conn.execute(stmt)).all()
-        out = [
-            TopicEvent(
-                topic,
-                r.cursor,
-                rows.event_from_row(r._mapping),
-                rows.loads(r.topic_attributes),
-            )
-            for r in found[:limit]
-        ]
-        return out, len(found) > limit
+
+        def work(conn: Connection) -> tuple[list[TopicEvent], bool]:
+            found = conn.execute(stmt).all()
+            out = [
+                TopicEvent(
+                    topic,
+                    r.cursor,
+                    rows.event_from_row(r._mapping),
+                    rows.loads(r.topic_attributes),
+                )
+                for r in found[:limit]
+            ]
+            return out, len(found) > limit
+
+        return await self._run_read(work)
