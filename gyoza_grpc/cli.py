@@ -16,7 +16,7 @@ from gyoza_grpc.channel import add_connection_flags
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
 from gyoza_grpc.ops.log_format import FORMATS, configure_logging
-from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
+from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL, SQLITE_SYNCHRONOUS
 from gyoza_grpc.streams.pg_wakeup import DEFAULT_CATCHUP_S
 from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
 
@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("GYOZA_DB_POOL_SIZE", "10")),
         help="database connections this server keeps (default %(default)s) "
         "[env GYOZA_DB_POOL_SIZE]",
+    )
+    serve.add_argument(
+        "--sqlite-synchronous",
+        choices=SQLITE_SYNCHRONOUS,
+        default=_env("GYOZA_SQLITE_SYNCHRONOUS", "normal"),
+        help="SQLite: normal = a commit survives a crash of the server process; full = also "
+        "of the machine (an fsync per commit) (default %(default)s) "
+        "[env GYOZA_SQLITE_SYNCHRONOUS]",
     )
     serve.add_argument(
         "--db-statement-timeout",
@@ -368,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             watch_heartbeat_s=args.watch_heartbeat,
             shutdown_grace_s=args.shutdown_grace,
             db_pool_size=args.db_pool_size,
+            sqlite_synchronous=args.sqlite_synchronous,
             lease_seconds=args.lease_seconds,
             sweep_interval_s=args.sweep_interval,
             migrate=args.migrate,

@@ -21,6 +21,9 @@ class ServerConfig:
     # How long unary calls may finish after SIGTERM before they are cut off.
     shutdown_grace_s: float = 5.0
     db_pool_size: int = 10
+    # SQLite: "normal" (a commit survives a crash of the process) or "full" (and of the
+    # machine: an fsync per commit).
+    sqlite_synchronous: str = "normal"
     # A worker that has not heartbeated for this long is evicted (and its runs handed back).
     lease_seconds: int = 30
     # How often expired leases are looked for: detection takes at most lease + interval.

@@ -134,6 +134,7 @@ async def start_server(
         config.database_url,
         pool_size=config.db_pool_size,
         statement_timeout_s=config.db_statement_timeout_s,
+        sqlite_synchronous=config.sqlite_synchronous,
     )
     try:
         await ensure_schema(engines, migrate_if_behind=config.migrate)

@@ -47,8 +47,16 @@ class Engines:
             self.inline.dispose()
 
 
+SQLITE_SYNCHRONOUS = ("normal", "full")
+
+
 def make_engines(
-    url: str, *, pool_size: int = 10, echo: bool = False, statement_timeout_s: float = 0
+    url: str,
+    *,
+    pool_size: int = 10,
+    echo: bool = False,
+    statement_timeout_s: float = 0,
+    sqlite_synchronous: str = "normal",
 ) -> Engines:
     """`statement_timeout_s` (PostgreSQL only; 0 = none) cuts off any one statement that runs
     longer, a lock wait included."""
@@ -65,7 +73,9 @@ def make_engines(
             max_overflow=0,
             async_creator=partial(_inline_sqlite, database or ":memory:"),
         )
-        _setup_sqlite(engine.sync_engine)
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite synchronous must be one of {SQLITE_SYNCHRONOUS}")
+        _setup_sqlite(engine.sync_engine, sqlite_synchronous)
         inline: Engine | None = None
         if database and database != ":memory:" and not database.startswith("file:"):
             # check_same_thread=False: a write that must wait for another process's lock
@@ -77,7 +87,7 @@ def make_engines(
                 max_overflow=0,
                 connect_args={"check_same_thread": False},
             )
-            _setup_sqlite(inline)
+            _setup_sqlite(inline, sqlite_synchronous)
         return Engines(
             read=engine,
             write=engine.execution_options(**{_WRITE_OPTION: True}),
@@ -166,7 +176,11 @@ async def _inline_sqlite(database: str) -> aiosqlite.Connection:
     return await conn
 
 
-def _setup_sqlite(engine: Engine) -> None:
+def _setup_sqlite(engine: Engine, synchronous: str) -> None:
+    """WAL with synchronous=NORMAL: a commit survives a crash of the process (the WAL is
+    written before COMMIT returns) and costs no fsync; a power loss may lose the last ones.
+    FULL: an fsync per commit, and a power loss loses none."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take BEGIN away from the driver: the "begin" hook below emits the right one.
@@ -174,7 +188,7 @@ def _setup_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         for pragma in (
             "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
+            f"PRAGMA synchronous={synchronous.upper()}",
             "PRAGMA busy_timeout=0",  # see _InlineConnection._execute
             "PRAGMA foreign_keys=ON",
         ):
