@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from gyoza_grpc import client_cli
-from gyoza_grpc.channel import add_connection_flags
+from gyoza_grpc.channel import add_connection_flags, add_target_flag
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
 from gyoza_grpc.ops.log_format import FORMATS, configure_logging
@@ -236,11 +236,6 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "claiming and lets running runs finish within --shutdown-grace.",
     )
     worker.add_argument(
-        "--target",
-        default=_env("GYOZA_TARGET", "127.0.0.1:50051"),
-        help="the server, HOST:PORT (default %(default)s) [env GYOZA_TARGET]",
-    )
-    worker.add_argument(
         "--command",
         dest="run_command",
         metavar="COMMAND",
@@ -301,11 +296,7 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "the OpenAPI document at /openapi.json. Needs the rest extra: "
         "pip install 'gyoza-grpc[rest]'.",
     )
-    gateway.add_argument(
-        "--target",
-        default=_env("GYOZA_TARGET", "127.0.0.1:50051"),
-        help="the gRPC server, HOST:PORT (default %(default)s) [env GYOZA_TARGET]",
-    )
+    add_target_flag(gateway, "the gRPC server")
     gateway.add_argument(
         "--host",
         default=_env("GYOZA_GATEWAY_HOST", "127.0.0.1"),

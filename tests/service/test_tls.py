@@ -141,15 +141,15 @@ async def test_a_worker_over_mutual_tls_with_a_key(mtls_server: GyozaServer, cer
     [
         (
             {"tls_cert": "missing.pem", "tls_key": "server-key.pem"},
-            "cannot read --tls-cert missing.pem: No such file or directory",
+            "--tls-cert: cannot read missing.pem: No such file or directory",
         ),
         (
             {"tls_cert": "server-key.pem", "tls_key": "server.pem"},
-            "--tls-key server.pem is not a PEM file with a PRIVATE KEY----- block",
+            "--tls-key: server.pem is not a PEM file with a PRIVATE KEY----- block",
         ),
         (
             {"tls_cert": "server.pem", "tls_key": "server-key.pem", "tls_client_ca": "x.pem"},
-            "cannot read --tls-client-ca x.pem: No such file or directory",
+            "--tls-client-ca: cannot read x.pem: No such file or directory",
         ),
         ({"tls_cert": "server.pem"}, "TLS needs both --tls-cert and --tls-key"),
     ],
