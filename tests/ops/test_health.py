@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gyoza_grpc.server import SERVICE_NAMES, GyozaServer
-from tests.conftest import launch
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
-async def server(sqlite_url: str) -> AsyncIterator[GyozaServer]:
-    """The database plays no part here: SQLite only."""
-    gs = await launch(sqlite_url)
-    try:
-        yield gs
-    finally:
-        await gs.stop(0)
-
-
-@pytest.fixture
-async def channel(server: GyozaServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(server.target) as ch:
-        yield ch
+def database_url(sqlite_url: str) -> str:
+    """The database plays no part here: the conftest server runs on SQLite only."""
+    return sqlite_url
 
 
 async def test_check_answers_each_service_and_not_found_for_others(

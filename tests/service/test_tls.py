@@ -18,7 +18,7 @@ from gyoza_grpc.server import GyozaServer
 from gyoza_grpc.tls import TlsError, channel_credentials
 from gyoza_grpc.worker import Worker
 from tests.certs import Certs, make_certs
-from tests.conftest import launch
+from tests.conftest import launch, served
 
 ADMIN_KEY = "tls-admin-key-0123456789"
 WORKER_KEY = "tls-worker-key-0123456789"
@@ -37,11 +37,10 @@ def other_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture
 async def tls_server(sqlite_url: str, certs: Certs) -> AsyncIterator[GyozaServer]:
-    gs = await launch(sqlite_url, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key))
-    try:
+    async with served(
+        sqlite_url, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key)
+    ) as gs:
         yield gs
-    finally:
-        await gs.stop(0)
 
 
 @pytest.fixture
