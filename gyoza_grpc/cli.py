@@ -8,17 +8,23 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
+# Only light modules here: the client commands and `gateway` must not pay for SQLAlchemy,
+# the database drivers or the server. `serve`, `migrate` and `worker` import what they need.
 from gyoza_grpc import client_cli
-from gyoza_grpc.channel import add_connection_flags
-from gyoza_grpc.config import ServerConfig
+from gyoza_grpc.channel import add_connection_flags, add_target_flag
+from gyoza_grpc.config import (
+    DEFAULT_CATCHUP_S,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_HEARTBEAT_S,
+    SQLITE_SYNCHRONOUS,
+    ServerConfig,
+)
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
 from gyoza_grpc.ops.log_format import FORMATS, configure_logging
-from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL, SQLITE_SYNCHRONOUS
-from gyoza_grpc.streams.pg_wakeup import DEFAULT_CATCHUP_S
-from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
+
+_DEFAULTS = ServerConfig()
 
 
 def _env(name: str, default: str) -> str:
@@ -29,12 +35,21 @@ def _optional_int(text: str) -> int | None:
     return int(text) if text.strip() else None
 
 
+def _option(p: Any, flag: str, env: str, default: object, text: str, **kwargs: Any) -> None:
+    """A flag whose default is the environment variable `env` when set, else `default`.
+    The default is passed as text, so argparse parses it with the flag's `type` like a
+    command-line value: a bad variable is a usage error naming the flag."""
+    p.add_argument(flag, default=_env(env, str(default)), help=f"{text} [env {env}]", **kwargs)
+
+
 def _add_database(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    _option(
+        p,
         "--database-url",
-        default=_env("GYOZA_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="SQLAlchemy async URL: sqlite+aiosqlite:///PATH (default %(default)s) or "
-        "postgresql+asyncpg://USER@HOST/DB [env GYOZA_DATABASE_URL]",
+        "GYOZA_DATABASE_URL",
+        DEFAULT_DATABASE_URL,
+        "SQLAlchemy async URL: sqlite+aiosqlite:///PATH (default %(default)s) or "
+        "postgresql+asyncpg://USER@HOST/DB",
     )
 
 
@@ -57,78 +72,85 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
-    serve.add_argument(
-        "--host",
-        default=_env("GYOZA_HOST", "127.0.0.1"),
-        help="address to listen on (default %(default)s) [env GYOZA_HOST]",
-    )
-    serve.add_argument(
+    d = _DEFAULTS
+    _option(serve, "--host", "GYOZA_HOST", d.host, "address to listen on (default %(default)s)")
+    _option(
+        serve,
         "--port",
+        "GYOZA_PORT",
+        d.port,
+        "port to listen on; 0 picks a free one (default %(default)s)",
         type=int,
-        default=int(_env("GYOZA_PORT", "50051")),
-        help="port to listen on; 0 picks a free one (default %(default)s) [env GYOZA_PORT]",
     )
     _add_database(serve)
-    serve.add_argument(
+    seconds: dict[str, Any] = {"type": float, "metavar": "SECONDS"}
+    _option(
+        serve,
         "--watch-heartbeat",
-        type=float,
-        default=float(_env("GYOZA_WATCH_HEARTBEAT", str(DEFAULT_HEARTBEAT_S))),
-        metavar="SECONDS",
-        help="quiet interval before a heartbeat on a watch stream [env GYOZA_WATCH_HEARTBEAT]",
+        "GYOZA_WATCH_HEARTBEAT",
+        DEFAULT_HEARTBEAT_S,
+        "quiet interval before a heartbeat on a watch stream",
+        **seconds,
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--shutdown-grace",
-        type=float,
-        default=float(_env("GYOZA_SHUTDOWN_GRACE", "5")),
-        metavar="SECONDS",
-        help="time unary calls get to finish on SIGTERM [env GYOZA_SHUTDOWN_GRACE]",
+        "GYOZA_SHUTDOWN_GRACE",
+        d.shutdown_grace_s,
+        "time unary calls get to finish on SIGTERM",
+        **seconds,
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--db-pool-size",
+        "GYOZA_DB_POOL_SIZE",
+        d.db_pool_size,
+        "database connections this server keeps (default %(default)s)",
         type=int,
-        default=int(_env("GYOZA_DB_POOL_SIZE", "10")),
-        help="database connections this server keeps (default %(default)s) "
-        "[env GYOZA_DB_POOL_SIZE]",
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--sqlite-synchronous",
+        "GYOZA_SQLITE_SYNCHRONOUS",
+        d.sqlite_synchronous,
+        "SQLite: normal = a commit survives a crash of the server process; full = also of "
+        "the machine (an fsync per commit) (default %(default)s)",
         choices=SQLITE_SYNCHRONOUS,
-        default=_env("GYOZA_SQLITE_SYNCHRONOUS", "normal"),
-        help="SQLite: normal = a commit survives a crash of the server process; full = also "
-        "of the machine (an fsync per commit) (default %(default)s) "
-        "[env GYOZA_SQLITE_SYNCHRONOUS]",
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--db-statement-timeout",
-        type=float,
-        default=float(_env("GYOZA_DB_STATEMENT_TIMEOUT", "0")),
-        metavar="SECONDS",
-        help="PostgreSQL: cut off any statement running longer (the call gets UNAVAILABLE); "
-        "0 = no limit (default %(default)s) [env GYOZA_DB_STATEMENT_TIMEOUT]",
+        "GYOZA_DB_STATEMENT_TIMEOUT",
+        d.db_statement_timeout_s,
+        "PostgreSQL: cut off any statement running longer (the call gets UNAVAILABLE); "
+        "0 = no limit (default %(default)s)",
+        **seconds,
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--catchup-interval",
-        type=float,
-        default=float(_env("GYOZA_CATCHUP_INTERVAL", str(DEFAULT_CATCHUP_S))),
-        metavar="SECONDS",
-        help="PostgreSQL replicas: how often watched runs and topics are checked against the "
-        "tables in case a wake-up notification was lost (default %(default)s) "
-        "[env GYOZA_CATCHUP_INTERVAL]",
+        "GYOZA_CATCHUP_INTERVAL",
+        DEFAULT_CATCHUP_S,
+        "PostgreSQL replicas: how often watched runs and topics are checked against the "
+        "tables in case a wake-up notification was lost (default %(default)s)",
+        **seconds,
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--lease-seconds",
+        "GYOZA_LEASE_SECONDS",
+        d.lease_seconds,
+        "a worker silent for this long is evicted and its runs handed back",
         type=int,
-        default=int(_env("GYOZA_LEASE_SECONDS", "30")),
-        help="a worker silent for this long is evicted and its runs handed back "
-        "[env GYOZA_LEASE_SECONDS]",
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--sweep-interval",
-        type=float,
-        default=float(_env("GYOZA_SWEEP_INTERVAL", "5")),
-        metavar="SECONDS",
-        help="how often expired leases are looked for; eviction happens within "
-        "lease + interval of the last heartbeat [env GYOZA_SWEEP_INTERVAL]",
+        "GYOZA_SWEEP_INTERVAL",
+        d.sweep_interval_s,
+        "how often expired leases are looked for; eviction happens within "
+        "lease + interval of the last heartbeat",
+        **seconds,
     )
     _add_limits(serve)
     serve.add_argument(
@@ -138,21 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at http://HOST:PORT/metrics; off when unset "
         "[env GYOZA_METRICS_PORT]",
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--metrics-refresh",
-        type=float,
-        default=float(_env("GYOZA_METRICS_REFRESH", "5")),
-        metavar="SECONDS",
-        help="how often runs by state, the queue and workers are re-counted "
-        "[env GYOZA_METRICS_REFRESH]",
+        "GYOZA_METRICS_REFRESH",
+        d.metrics_refresh_s,
+        "how often runs by state, the queue and workers are re-counted",
+        **seconds,
     )
-    serve.add_argument(
+    _option(
+        serve,
         "--db-health-interval",
-        type=float,
-        default=float(_env("GYOZA_DB_HEALTH_INTERVAL", "3")),
-        metavar="SECONDS",
-        help="how often the database is pinged; health is NOT_SERVING while it does not "
-        "answer [env GYOZA_DB_HEALTH_INTERVAL]",
+        "GYOZA_DB_HEALTH_INTERVAL",
+        d.db_health_interval_s,
+        "how often the database is pinged; health is NOT_SERVING while it does not answer",
+        **seconds,
     )
     serve.add_argument(
         "--migrate",
@@ -171,12 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_security(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument(
+    _option(
+        serve,
         "--api-keys-file",
+        "GYOZA_API_KEYS_FILE",
+        "",
+        "API keys, one ROLE:KEY a line (roles admin, worker, reader); GYOZA_API_KEYS "
+        "adds ROLE:KEY,ROLE:KEY. Without keys the server is open",
         metavar="PATH",
-        default=_env("GYOZA_API_KEYS_FILE", ""),
-        help="API keys, one ROLE:KEY a line (roles admin, worker, reader); GYOZA_API_KEYS "
-        "adds ROLE:KEY,ROLE:KEY. Without keys the server is open [env GYOZA_API_KEYS_FILE]",
     )
     serve.add_argument(
         "--no-reflection",
@@ -194,7 +218,7 @@ def _add_security(serve: argparse.ArgumentParser) -> None:
             "require client certificates signed by this CA (PEM): mutual TLS",
         ),
     ):
-        serve.add_argument(flag, metavar="PEM", default=_env(env, ""), help=f"{what} [env {env}]")
+        _option(serve, flag, env, "", what, metavar="PEM")
 
 
 _LIMIT_FLAGS = (
@@ -215,13 +239,8 @@ _LIMIT_FLAGS = (
 def _add_limits(p: argparse.ArgumentParser) -> None:
     """The --max-* flags; defaults from domain/limits.py (docs/limits.md)."""
     for flag, name, env, text in _LIMIT_FLAGS:
-        p.add_argument(
-            flag,
-            type=int,
-            default=int(_env(env, str(getattr(DEFAULT_LIMITS, name)))),
-            metavar="N",
-            help=f"{text} (default %(default)s) [env {env}]",
-        )
+        default = getattr(DEFAULT_LIMITS, name)
+        _option(p, flag, env, default, f"{text} (default %(default)s)", type=int, metavar="N")
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -242,11 +261,6 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "inputs as JSON on its stdin, the outputs as a JSON object on its stdout, "
         "'progress: N' and 'info: TEXT' lines on its stderr. SIGTERM or SIGINT stops "
         "claiming and lets running runs finish within --shutdown-grace.",
-    )
-    worker.add_argument(
-        "--target",
-        default=_env("GYOZA_TARGET", "127.0.0.1:50051"),
-        help="the server, HOST:PORT (default %(default)s) [env GYOZA_TARGET]",
     )
     worker.add_argument(
         "--command",
@@ -309,34 +323,37 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "the OpenAPI document at /openapi.json. Needs the rest extra: "
         "pip install 'gyoza-grpc[rest]'.",
     )
-    gateway.add_argument(
-        "--target",
-        default=_env("GYOZA_TARGET", "127.0.0.1:50051"),
-        help="the gRPC server, HOST:PORT (default %(default)s) [env GYOZA_TARGET]",
-    )
-    gateway.add_argument(
+    add_target_flag(gateway, "the gRPC server")
+    _option(
+        gateway,
         "--host",
-        default=_env("GYOZA_GATEWAY_HOST", "127.0.0.1"),
-        help="address to listen on (default %(default)s) [env GYOZA_GATEWAY_HOST]",
+        "GYOZA_GATEWAY_HOST",
+        "127.0.0.1",
+        "address to listen on (default %(default)s)",
     )
-    gateway.add_argument(
+    _option(
+        gateway,
         "--port",
+        "GYOZA_GATEWAY_PORT",
+        5555,
+        "port to listen on (default %(default)s)",
         type=int,
-        default=int(_env("GYOZA_GATEWAY_PORT", "5555")),
-        help="port to listen on (default %(default)s) [env GYOZA_GATEWAY_PORT]",
     )
-    gateway.add_argument(
+    _option(
+        gateway,
         "--timeout",
+        "GYOZA_GATEWAY_TIMEOUT",
+        30,
+        "deadline of each gRPC call but the event stream; past it: 504",
         type=float,
-        default=float(_env("GYOZA_GATEWAY_TIMEOUT", "30")),
         metavar="SECONDS",
-        help="deadline of each gRPC call but the event stream; past it: 504 "
-        "[env GYOZA_GATEWAY_TIMEOUT]",
     )
 
 
 def _database_error(url: str, err: Exception) -> int:
     """One line, not a traceback, for a database that cannot be reached, parsed or opened."""
+    from sqlalchemy.exc import DBAPIError
+
     cause = err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
     shown = url.split("@", 1)[-1] if "@" in url else url  # never print a password
     hint = " (the drivers are sqlite+aiosqlite and postgresql+asyncpg)"
@@ -350,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format, access_log=args.access_log == "on")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
+        from sqlalchemy.exc import SQLAlchemyError
+
         from gyoza_grpc.api.auth import load_api_keys
         from gyoza_grpc.domain.access import KeysError
         from gyoza_grpc.server import serve
@@ -406,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         return 0
     if args.command == "migrate":
+        from sqlalchemy.exc import SQLAlchemyError
+
         from gyoza_grpc.store.engine import make_engines
         from gyoza_grpc.store.schema import migrate
 

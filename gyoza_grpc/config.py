@@ -1,4 +1,9 @@
-"""Server settings from flags and environment, validated once."""
+"""Server settings from flags and environment, validated once.
+
+The defaults live here, not in the modules that use them: the command line reads them to
+build its flags, and importing this module must stay cheap (no SQLAlchemy, no database
+driver) so the client commands start fast.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,14 @@ from dataclasses import dataclass, field
 
 from gyoza_grpc.domain.access import ApiKeys
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
-from gyoza_grpc.store.engine import DEFAULT_DATABASE_URL
-from gyoza_grpc.streams.pg_wakeup import DEFAULT_CATCHUP_S
-from gyoza_grpc.streams.watch import DEFAULT_HEARTBEAT_S
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///gyoza.db"
+# SQLite's synchronous setting (store/engine.py): through a process crash, or a machine crash.
+SQLITE_SYNCHRONOUS = ("normal", "full")
+# Quiet interval after which an idle watch stream gets a heartbeat.
+DEFAULT_HEARTBEAT_S = 15.0
+# PostgreSQL replicas: how often watched keys are checked against the tables.
+DEFAULT_CATCHUP_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from gyoza_grpc.api.access_log import AccessLogInterceptor
 from gyoza_grpc.api.auth import AuthInterceptor, log_access
 from gyoza_grpc.api.decoding import DecodeErrorInterceptor
 from gyoza_grpc.api.definitions import DefinitionServicer
+from gyoza_grpc.api.health import HealthServicer
 from gyoza_grpc.api.runs import RunServicer
 from gyoza_grpc.api.topics import TopicServicer
 from gyoza_grpc.api.workers import WorkerServicer
@@ -79,7 +80,7 @@ class GyozaServer:
     engines: Engines
     store: RunStore
     fanout: FanOut
-    health: health.aio.HealthServicer
+    health: HealthServicer
     config: ServerConfig
     workers: WorkerStore
     work_signal: WorkSignal
@@ -102,7 +103,7 @@ class GyozaServer:
         if self._stopped:
             return
         self._stopped = True
-        await self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()  # ends the Health/Watch streams too
         self.fanout.close()
         self.work_signal.close()
         tasks = [self.sweeper, *self.background]
@@ -203,7 +204,7 @@ async def start_server(
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(worker_store, work_signal, lease_s=config.lease_seconds), server
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         reflection.enable_server_reflection(

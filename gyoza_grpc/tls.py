@@ -20,9 +20,9 @@ def read_pem(path: str, what: str, marker: str) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as err:
-        raise TlsError(f"cannot read {what} {path}: {err.strerror or err}") from None
+        raise TlsError(f"{what}: cannot read {path}: {err.strerror or err}") from None
     if b"-----BEGIN " not in data or marker.encode() not in data:
-        raise TlsError(f"{what} {path} is not a PEM file with a {marker.strip()} block")
+        raise TlsError(f"{what}: {path} is not a PEM file with a {marker.strip()} block")
     return data
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,22 @@ async def launch(database_url: str, **overrides: Any) -> GyozaServer:
     return await start_server(config, extra_options=TEST_SERVER_OPTIONS)
 
 
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[GyozaServer]:
-    gs = await launch(database_url)
+@asynccontextmanager
+async def served(database_url: str, **overrides: Any) -> AsyncIterator[GyozaServer]:
+    """`launch(...)` for the block, stopped (grace 0) however it ends: for fixtures."""
+    gs = await launch(database_url, **overrides)
     try:
         yield gs
     finally:
         await gs.stop(0)
+
+
+@pytest.fixture
+async def server(database_url: str) -> AsyncIterator[GyozaServer]:
+    """A server over each backend; a module where the database plays no part overrides
+    `database_url` with `sqlite_url` (see tests/ops/test_access_log.py)."""
+    async with served(database_url) as gs:
+        yield gs
 
 
 @pytest.fixture

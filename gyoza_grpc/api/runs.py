@@ -262,9 +262,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         run_id = _run_id(request.run_id, "run_id")
         after = request.after if request.HasField("after") else None
         wire = self._watcher.wire  # one message per event, shared by all of its watchers
-        slot = self._slots.take()
-        context.add_done_callback(slot.release)
-        try:
+        with self._slots.held(context):
             async for item in self._watcher.watch(run_id, after):
                 if isinstance(item, Heartbeat):
                     yield runs_pb2.WatchEventsResponse(
@@ -274,5 +272,3 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                     )
                 else:
                     yield wire.get(("run", item.run_id, item.seq), _event_response, item)
-        finally:
-            slot.release()

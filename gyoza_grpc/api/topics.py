@@ -77,9 +77,7 @@ class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
         topic = _topic(request.topic)
         after = _after(request)
         wire = self._watcher.wire  # one message per topic event, shared by all of its watchers
-        slot = self._slots.take()
-        context.add_done_callback(slot.release)
-        try:
+        with self._slots.held(context):
             async for item in self._watcher.watch_topic(topic, after):
                 if isinstance(item, Heartbeat):
                     yield topics_pb2.WatchTopicResponse(
@@ -89,5 +87,3 @@ class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
                     )
                 else:
                     yield wire.get(("topic", item.topic, item.cursor), _topic_response, item)
-        finally:
-            slot.release()

@@ -7,12 +7,16 @@ its exit code (see `failures` for the codes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gyoza_grpc.client_cli.failures import EXIT_CODES_HELP
+
+if TYPE_CHECKING:
+    from gyoza_grpc.channel import Connection
 
 CLIENT_COMMANDS = ("runs", "definitions", "workers")
 
@@ -28,11 +32,20 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
 
+DEFAULT_TIMEOUT_S = 30.0
+
+
 def _common() -> argparse.ArgumentParser:
-    from gyoza_grpc.client_cli.connection import add_connection_flags
+    from gyoza_grpc.channel import add_connection_flags
 
     common = argparse.ArgumentParser(add_help=False)
-    add_connection_flags(common)
+    add_connection_flags(common).add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="deadline of each call (not of `runs watch`; default %(default)s)",
+    )
     common.add_argument(
         "--json", action="store_true", help="print proto3 JSON (streams: one object per line)"
     )
@@ -55,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen client command; errors become one line on stderr and an exit code."""
     import grpc
 
-    from gyoza_grpc.client_cli.connection import Connection
     from gyoza_grpc.client_cli.failures import (
         EXIT_INTERRUPTED,
         UsageError,
@@ -65,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from gyoza_grpc.client_cli.output import Output
 
     try:
-        conn = Connection.from_args(args)
+        conn = _connection(args)
         code: int = args.client_handler(args, conn, Output(as_json=args.json))
         return code
     except UsageError as err:
@@ -79,3 +91,17 @@ def run(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def _connection(args: argparse.Namespace) -> Connection:
+    """The shared connection flags plus --timeout; a bad flag or TLS file is a usage error."""
+    from gyoza_grpc.channel import connection_from_args
+    from gyoza_grpc.client_cli.failures import UsageError
+
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    try:
+        conn = connection_from_args(args)
+    except ValueError as err:  # an empty --target, a TLS file that is missing or not PEM
+        raise UsageError(str(err)) from None
+    return dataclasses.replace(conn, timeout_s=args.timeout)

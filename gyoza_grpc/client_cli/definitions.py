@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from gyoza.v1 import definitions_pb2, definitions_pb2_grpc
-from gyoza_grpc.client_cli.connection import Connection
+from gyoza_grpc.channel import Connection
 from gyoza_grpc.client_cli.failures import EXIT_OK, UsageError
 from gyoza_grpc.client_cli.inputs import read_json_object
 from gyoza_grpc.client_cli.output import Output, enum_name, plain, when
@@ -65,7 +65,7 @@ def read_definition(path: str) -> definitions_pb2.Definition:
 
 def upsert_definition(args: argparse.Namespace, conn: Connection, out: Output) -> int:
     definition = read_definition(args.file)
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         req = D.UpsertDefinitionRequest(definition=definition)
         resp = _stub(channel).UpsertDefinition(req, timeout=conn.timeout_s)
     if out.as_json:
@@ -78,7 +78,7 @@ def upsert_definition(args: argparse.Namespace, conn: Connection, out: Output) -
 
 
 def get_definition(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         req = D.GetDefinitionRequest(name=args.name, version=args.version)
         definition = _stub(channel).GetDefinition(req, timeout=conn.timeout_s).definition
     if out.as_json:
@@ -89,7 +89,7 @@ def get_definition(args: argparse.Namespace, conn: Connection, out: Output) -> i
 
 
 def list_definitions(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         req = D.ListDefinitionsRequest(limit=args.limit, starting_after=args.starting_after)
         resp = _stub(channel).ListDefinitions(req, timeout=conn.timeout_s)
     if out.as_json:

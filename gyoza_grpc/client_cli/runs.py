@@ -11,7 +11,7 @@ from google.protobuf import duration_pb2
 from rich.text import Text
 
 from gyoza.v1 import definitions_pb2, definitions_pb2_grpc, runs_pb2, runs_pb2_grpc
-from gyoza_grpc.client_cli.connection import Connection
+from gyoza_grpc.channel import Connection
 from gyoza_grpc.client_cli.failures import EXIT_OK, EXIT_UNAVAILABLE, UsageError
 from gyoza_grpc.client_cli.inputs import (
     parse_pairs,
@@ -150,7 +150,7 @@ def create_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
     inputs = read_json_object(args.inputs_file, "--inputs-file") if args.inputs_file else {}
     inputs.update(parse_pairs(args.input, "--input"))
     inputs_pb = to_struct(inputs, "inputs")
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         if args.definition:
             _refuse_ad_hoc_flags(args)
             req = definitions_pb2.CreateRunFromDefinitionRequest(
@@ -238,7 +238,7 @@ def _create_request(args: argparse.Namespace, inputs: Any) -> runs_pb2.CreateRun
 
 def get_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
     view = S.RUN_VIEW_FULL if args.events else S.RUN_VIEW_BASIC
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         req = runs_pb2.GetRunRequest(id=args.id, view=view)
         run = run_stub(channel).GetRun(req, timeout=conn.timeout_s).run
     if out.as_json:
@@ -265,7 +265,7 @@ def list_runs(args: argparse.Namespace, conn: Connection, out: Output) -> int:
         req.created_gte.CopyFrom(timestamp(args.since, "--since"))
     if args.until:
         req.created_lt.CopyFrom(timestamp(args.until, "--until"))
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         resp = run_stub(channel).ListRuns(req, timeout=conn.timeout_s)
     if out.as_json:
         out.json_document(resp)
@@ -294,7 +294,7 @@ def list_runs(args: argparse.Namespace, conn: Connection, out: Output) -> int:
 
 
 def cancel_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         req = runs_pb2.CancelRunRequest(id=args.id, reason=args.reason)
         run = run_stub(channel).CancelRun(req, timeout=conn.timeout_s).run
     _print_run(out, run)
@@ -302,7 +302,7 @@ def cancel_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
 
 
 def retry_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         req = runs_pb2.RetryRunRequest(id=args.id)
         run = run_stub(channel).RetryRun(req, timeout=conn.timeout_s).run
     _print_run(out, run)
@@ -310,7 +310,7 @@ def retry_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
 
 
 def list_events(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         events = list(_read_events(run_stub(channel), args, conn.timeout_s))
     if out.as_json:
         for event in events:
@@ -321,7 +321,7 @@ def list_events(args: argparse.Namespace, conn: Connection, out: Output) -> int:
 
 
 def _read_events(
-    stub: runs_pb2_grpc.RunServiceStub, args: argparse.Namespace, timeout_s: float
+    stub: runs_pb2_grpc.RunServiceStub, args: argparse.Namespace, timeout_s: float | None
 ) -> Iterator[runs_pb2.Event]:
     """Every event asked for: pages of ListEvents until has_more is false (or --limit)."""
     after = args.after
@@ -338,7 +338,7 @@ def _read_events(
 
 
 def watch_events(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         stub = run_stub(channel)
         state = watch_run(stub, args.id, args.after, out)
         if state is None:  # nothing after --after: ask the run itself

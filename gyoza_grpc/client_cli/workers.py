@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from gyoza.v1 import workers_pb2, workers_pb2_grpc
-from gyoza_grpc.client_cli.connection import Connection
+from gyoza_grpc.channel import Connection
 from gyoza_grpc.client_cli.failures import EXIT_OK
 from gyoza_grpc.client_cli.output import Output, enum_name, when
 
@@ -27,7 +27,7 @@ def _gpus(resources: workers_pb2.Resources) -> str:
 
 
 def list_workers(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.channel() as channel:
+    with conn.blocking() as channel:
         stub = workers_pb2_grpc.WorkerServiceStub(channel)
         resp = stub.ListWorkers(W.ListWorkersRequest(), timeout=conn.timeout_s)
     if out.as_json:

@@ -12,7 +12,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
+
+from gyoza_grpc.api.health import HealthServicer
 
 log = logging.getLogger("gyoza_grpc.db_health")
 
@@ -23,7 +25,7 @@ class DatabaseHealth:
     def __init__(
         self,
         ping: Callable[[], Awaitable[None]],
-        servicer: health.aio.HealthServicer,
+        servicer: HealthServicer,
         services: Sequence[str],
         *,
         interval_s: float = DEFAULT_INTERVAL_S,

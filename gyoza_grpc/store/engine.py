@@ -22,7 +22,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///gyoza.db"
+from gyoza_grpc.config import SQLITE_SYNCHRONOUS
+
 _WRITE_OPTION = "gyoza_write"
 
 
@@ -45,9 +46,6 @@ class Engines:
         await self.read.dispose()
         if self.inline is not None:
             self.inline.dispose()
-
-
-SQLITE_SYNCHRONOUS = ("normal", "full")
 
 
 def make_engines(

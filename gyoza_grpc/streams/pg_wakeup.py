@@ -31,6 +31,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gyoza_grpc.config import DEFAULT_CATCHUP_S
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.wakeups import CHANNEL, Wakeup, decode
 from gyoza_grpc.store.worker_store import WorkerStore
@@ -39,7 +40,6 @@ from gyoza_grpc.streams.work_signal import WorkSignal
 
 log = logging.getLogger("gyoza_grpc.pg_wakeup")
 
-DEFAULT_CATCHUP_S = 1.0
 LISTENER_APPLICATION_NAME = "gyoza-grpc-listener"
 # The listener's connection is pinged this often, and must answer within _PING_TIMEOUT_S.
 _PING_INTERVAL_S = 5.0

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from gyoza_grpc.config import DEFAULT_HEARTBEAT_S
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import Unavailable
 from gyoza_grpc.domain.model import Event, TopicEvent
@@ -26,7 +27,6 @@ from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.streams.fanout import FanOut, Subscription, run_key, topic_key
 from gyoza_grpc.streams.memo import Memo
 
-DEFAULT_HEARTBEAT_S = 15.0
 _READ_CHUNK = 1000
 # The watchers of a run that reach its terminal event within this many seconds of each other
 # share one read of what follows it.

@@ -10,7 +10,17 @@ slot is released once only.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
 from gyoza_grpc.domain.errors import ResourceExhausted
+
+
+class _Call(Protocol):
+    """What `held` needs of a call: grpc.aio's ServicerContext has it."""
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None: ...
 
 
 class WatchSlot:
@@ -48,3 +58,13 @@ class WatchSlots:
             )
         self._open += 1
         return WatchSlot(self)
+
+    @contextmanager
+    def held(self, call: _Call) -> Iterator[WatchSlot]:
+        """`take()` a slot for the block; released when the block ends or the call does."""
+        slot = self.take()
+        call.add_done_callback(slot.release)
+        try:
+            yield slot
+        finally:
+            slot.release()

@@ -4,6 +4,7 @@ runs by state, the queue, watch streams, workers alive, claim wait."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -11,32 +12,29 @@ from google.protobuf import duration_pb2
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from gyoza_grpc.server import GyozaServer
-from tests.conftest import eventually, launch
+from tests.conftest import eventually, launch, served
 from tests.ops.helpers import sample, scrape
 
 R = runs_pb2
 
 
+METRICS: dict[str, Any] = {"metrics_port": 0, "metrics_refresh_s": 0.05}
+
+
 async def _metrics_server(url: str) -> GyozaServer:
-    return await launch(url, metrics_port=0, metrics_refresh_s=0.05)
+    return await launch(url, **METRICS)
 
 
 @pytest.fixture
 async def gs(database_url: str) -> AsyncIterator[GyozaServer]:
-    server = await _metrics_server(database_url)
-    try:
+    async with served(database_url, **METRICS) as server:
         yield server
-    finally:
-        await server.stop(0)
 
 
 @pytest.fixture
 async def sqlite_gs(sqlite_url: str) -> AsyncIterator[GyozaServer]:
-    server = await _metrics_server(sqlite_url)
-    try:
+    async with served(sqlite_url, **METRICS) as server:
         yield server
-    finally:
-        await server.stop(0)
 
 
 def _port(server: GyozaServer) -> int:

@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
@@ -96,12 +97,38 @@ async def test_health_is_not_serving_while_draining(tmp_path: Path) -> None:
             stopping = asyncio.create_task(gs.stop(GRACE_S))
             update = await asyncio.wait_for(watch.read(), 20)
             assert update.status == health_pb2.HealthCheckResponse.NOT_SERVING
-            # grpc_health's Watch does not end by itself: an open one would hold the stop
-            # for the whole grace period, so the watcher leaves (as a balancer would).
-            watch.cancel()
+            assert not slow.done()  # the unary call still drains after the Watch ended
             blocker.execute("ROLLBACK")
             assert (await slow).run.image == "slow"
             await asyncio.wait_for(stopping, GRACE_S / 2)
     finally:
         blocker.close()
+        await gs.stop(0)
+
+
+async def test_an_open_health_watch_ends_at_stop_without_holding_the_grace(
+    sqlite_url: str,
+) -> None:
+    """grpc.aio would keep a Watch open for the whole grace period; the stop ends it."""
+    gs = await launch(sqlite_url)
+    try:
+        async with grpc.aio.insecure_channel(gs.target) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            whole = health.Watch(health_pb2.HealthCheckRequest(service=""))
+            unknown = health.Watch(health_pb2.HealthCheckRequest(service="no.such.Service"))
+            assert (await whole.read()).status == health_pb2.HealthCheckResponse.SERVING
+            assert (await unknown.read()).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            stopping = asyncio.create_task(gs.stop(GRACE_S))
+            update = await asyncio.wait_for(whole.read(), 10)
+            assert update.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            for call in (whole, unknown):
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await asyncio.wait_for(call.read(), 10)
+                assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert ended.value.details() == "server shutting down"
+            await asyncio.wait_for(stopping, 10)
+            assert loop.time() - t0 < GRACE_S / 3  # not held for the grace period
+    finally:
         await gs.stop(0)

@@ -31,7 +31,7 @@ from gyoza_grpc.channel import open_channel
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.server import GyozaServer
 from gyoza_grpc.worker import Worker, WorkerError
-from tests.conftest import launch
+from tests.conftest import launch, served
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 WORKER_KEY = "worker-key-0123456789abcdef"
@@ -47,11 +47,8 @@ def api_keys() -> ApiKeys:
 
 @pytest.fixture
 async def keyed(sqlite_url: str) -> AsyncIterator[GyozaServer]:
-    gs = await launch(sqlite_url, api_keys=api_keys())
-    try:
+    async with served(sqlite_url, api_keys=api_keys()) as gs:
         yield gs
-    finally:
-        await gs.stop(0)
 
 
 def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:

@@ -30,7 +30,7 @@ from gyoza.v1 import (
 )
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits, json_size
 from gyoza_grpc.server import GyozaServer
-from tests.conftest import eventually, launch
+from tests.conftest import eventually, launch, served
 from tests.service.helpers import (
     S,
     add,
@@ -53,11 +53,8 @@ SMALL = Limits(
 
 @pytest.fixture
 async def small(sqlite_url: str) -> AsyncIterator[GyozaServer]:
-    gs = await launch(sqlite_url, limits=SMALL)
-    try:
+    async with served(sqlite_url, limits=SMALL) as gs:
         yield gs
-    finally:
-        await gs.stop(0)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from gyoza_grpc.server import GyozaServer
 from gyoza_grpc.tls import TlsError, channel_credentials
 from gyoza_grpc.worker import Worker
 from tests.certs import Certs, make_certs
-from tests.conftest import launch
+from tests.conftest import launch, served
 
 ADMIN_KEY = "tls-admin-key-0123456789"
 WORKER_KEY = "tls-worker-key-0123456789"
@@ -37,11 +37,10 @@ def other_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture
 async def tls_server(sqlite_url: str, certs: Certs) -> AsyncIterator[GyozaServer]:
-    gs = await launch(sqlite_url, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key))
-    try:
+    async with served(
+        sqlite_url, tls_cert=str(certs.server_cert), tls_key=str(certs.server_key)
+    ) as gs:
         yield gs
-    finally:
-        await gs.stop(0)
 
 
 @pytest.fixture
@@ -141,15 +140,15 @@ async def test_a_worker_over_mutual_tls_with_a_key(mtls_server: GyozaServer, cer
     [
         (
             {"tls_cert": "missing.pem", "tls_key": "server-key.pem"},
-            "cannot read --tls-cert missing.pem: No such file or directory",
+            "--tls-cert: cannot read missing.pem: No such file or directory",
         ),
         (
             {"tls_cert": "server-key.pem", "tls_key": "server.pem"},
-            "--tls-key server.pem is not a PEM file with a PRIVATE KEY----- block",
+            "--tls-key: server.pem is not a PEM file with a PRIVATE KEY----- block",
         ),
         (
             {"tls_cert": "server.pem", "tls_key": "server-key.pem", "tls_client_ca": "x.pem"},
-            "cannot read --tls-client-ca x.pem: No such file or directory",
+            "--tls-client-ca: cannot read x.pem: No such file or directory",
         ),
         ({"tls_cert": "server.pem"}, "TLS needs both --tls-cert and --tls-key"),
     ],

@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from gyoza_grpc.server import GyozaServer
-from tests.conftest import eventually, launch
+from tests.conftest import eventually, served
 
 ET = runs_pb2
 W = workers_pb2
@@ -236,11 +236,8 @@ async def test_backoff_delays_automatic_retries_not_manual_ones(
 
 @pytest.fixture
 async def short_lease_server(database_url: str) -> AsyncIterator[GyozaServer]:
-    gs = await launch(database_url, lease_seconds=1, sweep_interval_s=0.1)
-    try:
+    async with served(database_url, lease_seconds=1, sweep_interval_s=0.1) as gs:
         yield gs
-    finally:
-        await gs.stop(0)
 
 
 async def test_eviction_hands_runs_back_and_fences_the_lost_worker(

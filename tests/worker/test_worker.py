@@ -16,7 +16,7 @@ from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from gyoza_grpc.server import GyozaServer
 from gyoza_grpc.worker import Gpu, RunContext, Worker
 from gyoza_grpc.worker.execution import Handler
-from tests.conftest import eventually, launch
+from tests.conftest import eventually, served
 
 R = runs_pb2
 FAST = timedelta(seconds=0.1)
@@ -214,11 +214,8 @@ async def test_runs_left_by_an_earlier_process_are_settled_at_start(
 
 @pytest.fixture
 async def short_lease(database_url: str) -> AsyncIterator[GyozaServer]:
-    gs = await launch(database_url, lease_seconds=1, sweep_interval_s=0.1)
-    try:
+    async with served(database_url, lease_seconds=1, sweep_interval_s=0.1) as gs:
         yield gs
-    finally:
-        await gs.stop(0)
 
 
 async def test_an_evicted_worker_is_fenced_off_and_registers_again(
