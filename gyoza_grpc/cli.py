@@ -411,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_refresh_s=args.metrics_refresh,
             db_health_interval_s=args.db_health_interval,
         )
+        from gyoza_grpc.ops.gc_tuning import tune_for_server
+
+        tune_for_server()
         try:
             asyncio.run(serve(config))
         except SchemaOutOfDate as err:
