@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from gyoza_grpc.domain.state_machine import Transition
 from gyoza_grpc.store import rows
 from gyoza_grpc.store.db_errors import database_errors
 from gyoza_grpc.store.engine import Engines, is_busy, waiting_for_lock
+from gyoza_grpc.store.sqlite_reads import mappings
 from gyoza_grpc.store.tables import attempts, events, runs, topic_events, topics
 from gyoza_grpc.store.wakeups import CHANNEL, Wakeups
 
@@ -88,8 +89,7 @@ class _LockedByOther(Exception):
     """SQLite's write lock is held by another process: wait for it off the loop."""
 
 
-def _split(row: sa.Row[Any]) -> Run:
-    m = row._mapping
+def _split(m: Mapping[Any, Any]) -> Run:
     attempt_row = {c.name: m[f"a_{c.name}"] for c in attempts.c}
     return rows.run_from_rows(m, attempt_row)
 
@@ -277,15 +277,15 @@ class RunStore:
             and conn.execute(_LOCK_RUN, {"b_run_id": run_id}).first() is None
         ):
             raise run_not_found(run_id)
-        row = conn.execute(_LOAD_RUN, {"b_run_id": run_id}).first()
-        if row is None:
+        found = mappings(conn, _LOAD_RUN, {"b_run_id": run_id})
+        if not found:
             raise run_not_found(run_id)
-        return _split(row)
+        return _split(found[0])
 
     @staticmethod
     def _attempt_events(conn: Connection, run: Run) -> list[Event]:
-        found = conn.execute(_ATTEMPT_EVENTS, {"b_run_id": run.id, "b_at": run.current_attempt})
-        return [rows.event_from_row(r._mapping) for r in found]
+        found = mappings(conn, _ATTEMPT_EVENTS, {"b_run_id": run.id, "b_at": run.current_attempt})
+        return [rows.event_from_row(r) for r in found]
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -456,7 +456,7 @@ class RunStore:
             stmt = _RUN_WITH_ATTEMPT.where(*conditions).order_by(*order).limit(q.limit + 1)
             found_rows = conn.execute(stmt).all()
             has_more = len(found_rows) > q.limit
-            page = [_split(r) for r in found_rows[: q.limit]]
+            page = [_split(r._mapping) for r in found_rows[: q.limit]]
             if backward:
                 page.reverse()
             page_events: dict[str, list[Event]] = {}
