@@ -1,7 +1,9 @@
-"""A bare grpc.aio streaming server: the ceiling that bench/watch_fanout.py compares with.
+"""A bare grpc.aio server: the ceiling that bench/watch_fanout.py and bench/suite.py compare
+gyoza-grpc with, run with gyoza-grpc's server options.
 
 No proto, no database: generic method handlers on raw bytes.
 
+- ``/bench.Bare/Echo`` (unary): returns its request (suite.py's ceiling for unary calls).
 - ``/bench.Bare/Publish`` (unary): appends the payload to an in-memory log and wakes every open
   ``Watch`` stream (one shared asyncio.Event, replaced at each publish). Replies empty.
 - ``/bench.Bare/Watch`` (server-streaming): replays the log, then sends each new payload as it
@@ -24,6 +26,7 @@ import grpc
 
 SERVICE = "bench.Bare"
 PUBLISH = f"/{SERVICE}/Publish"
+ECHO = f"/{SERVICE}/Echo"
 WATCH = f"/{SERVICE}/Watch"
 FINAL = 1
 HEADER = 9
@@ -76,6 +79,10 @@ class Broadcast:
             await self.changed.wait()
 
 
+async def _echo(request: bytes, context: Any) -> bytes:
+    return request
+
+
 async def serve(host: str, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,6 +92,7 @@ async def serve(host: str, port: int) -> None:
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
         {
+            "Echo": grpc.unary_unary_rpc_method_handler(_echo),
             "Publish": grpc.unary_unary_rpc_method_handler(broadcast.publish_handler),
             "Watch": grpc.unary_stream_rpc_method_handler(broadcast.watch_handler),
         },

@@ -7,7 +7,7 @@ One command (see bench/README.md):
         --database-url postgresql+asyncpg://postgres@127.0.0.1/postgres  # one and two replicas
 
 It measures, with client load from a separate process (one client process, like the ceiling):
-(a) a bare grpc.aio echo server (bench/echo_server.py), the ceiling; (b) CreateRun and (c)
+(a) a bare grpc.aio echo server (bench/bare_server.py's Echo), the ceiling; (b) CreateRun and (c)
 AddEvent (PROGRESS) throughput and p50/p99 at concurrency 1, 32, 128; (d) GetRun; (e) ListRuns,
 the first page and a page deep in the cursor chain, with 10,000 and 1,000,000 runs stored
 (seeded straight into the database); (f) with --with-watch / --with-claims, the watch and claim
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
 
+from bench.bare_server import ECHO
 from bench.claims import (
     Server,
     create_postgres_database,
@@ -50,7 +51,6 @@ from bench.claims import (
 from bench.server_process import REPO, ServerProcess, free_port, sigterm_as_exit
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 
-ECHO = "/bench.Echo/Echo"
 KINDS = ("echo", "create", "add_event", "get", "list_first", "list_deep")
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
 
@@ -203,7 +203,7 @@ class EchoServer(ServerProcess):
     def __init__(self, log_path: Path) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        argv = [PYTHON, str(REPO / "bench" / "echo_server.py"), "--port", str(self.port)]
+        argv = [PYTHON, str(REPO / "bench" / "bare_server.py"), "--port", str(self.port)]
         super().__init__("echo", argv, log_path)
 
     async def wait_ready(self) -> None:
