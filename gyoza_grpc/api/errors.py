@@ -3,7 +3,7 @@
 Every GyozaError becomes its own status code with a google.rpc.ErrorInfo (reason, metadata)
 and, for field violations, a google.rpc.BadRequest. Anything else escaping a handler is a
 server bug: it is logged and answered INTERNAL, never UNKNOWN; except a database out of reach
-(store/outage.py), which is the server's passing trouble: UNAVAILABLE, so clients retry.
+(store/db_errors.py), which is the server's passing trouble: UNAVAILABLE, so clients retry.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gyoza_grpc.domain.errors import GyozaError, Unavailable
-from gyoza_grpc.store.outage import is_database_unreachable
+from gyoza_grpc.domain.errors import GyozaError
+from gyoza_grpc.store.db_errors import translate
 
 log = logging.getLogger("gyoza_grpc.api")
 
@@ -89,12 +89,10 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], err: GyozaError) ->
 async def _internal(context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
     """INTERNAL for a server bug; UNAVAILABLE (retry later) when the database is out of reach."""
     err = sys.exc_info()[1]
-    if err is not None and is_database_unreachable(err):
-        log.warning("%s: database unavailable (%s)", method, type(err).__name__)
-        await abort(
-            context,
-            Unavailable("the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE"),
-        )
+    mapped = translate(err) if err is not None else None
+    if mapped is not None:
+        log.warning("%s: %s (%s)", method, mapped.reason, type(err).__name__)
+        await abort(context, mapped)
     log.exception("unexpected error in %s", method)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
 

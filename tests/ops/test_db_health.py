@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.server import SERVICE_NAMES
-from gyoza_grpc.store.outage import is_database_unreachable
+from gyoza_grpc.store.db_errors import is_database_unreachable, translate
 from tests import databases
 from tests.conftest import eventually, launch
 from tests.ops.helpers import sample, scrape
@@ -124,3 +124,23 @@ def test_which_errors_mean_the_database_is_unreachable(
     err: BaseException, unreachable: bool
 ) -> None:
     assert is_database_unreachable(err) is unreachable
+
+
+@pytest.mark.parametrize(
+    ("err", "reason"),
+    [
+        (exc.TimeoutError("QueuePool limit reached"), "DATABASE_BUSY"),
+        (_dbapi("canceling statement due to statement timeout", "57014"), "DATABASE_TIMEOUT"),
+        (_dbapi("could not obtain lock on row", "55P03"), "DATABASE_TIMEOUT"),
+        (
+            _dbapi("terminating connection due to administrator command", "57P01"),
+            "DATABASE_UNAVAILABLE",
+        ),
+        (ConnectionRefusedError(111, "Connect call failed"), "DATABASE_UNAVAILABLE"),
+        (_dbapi("syntax error", "42601"), None),
+        (ValueError("a bug"), None),
+    ],
+)
+def test_one_list_decides_the_unavailable_reason(err: BaseException, reason: str | None) -> None:
+    mapped = translate(err)
+    assert (mapped.reason if mapped is not None else None) == reason
