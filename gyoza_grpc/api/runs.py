@@ -199,12 +199,14 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         run_id = _run_id(request.run_id, "run_id")
         event_type = convert.event_type_from_pb(request.type)
         limits = self._limits
-        # A COMPLETED payload may carry outputs (up to max_json_bytes) besides the rest.
-        bound = limits.max_payload_bytes
         if event_type is EventType.COMPLETED:
-            bound += limits.max_json_bytes
-        payload = convert.struct_to_dict(request.payload, "payload", bound)
-        check_payload(payload, event_type, limits)
+            # It may carry outputs (up to max_json_bytes) besides the rest: both caps.
+            bound = limits.max_payload_bytes + limits.max_json_bytes
+            payload = convert.struct_to_dict(request.payload, "payload", bound)
+            check_payload(payload, event_type, limits)
+        else:
+            # The payload cap, checked on the one encoding struct_to_dict makes anyway.
+            payload = convert.struct_to_dict(request.payload, "payload", limits.max_payload_bytes)
         event = state_machine.EventInput(
             type=event_type,
             msg=convert.text(request.msg, "msg"),
