@@ -21,11 +21,14 @@ from typing import Any
 
 import grpc
 
+from gyoza_grpc.api.roles import ALL_METHODS, is_open
 from gyoza_grpc.ops.metrics import ServerMetrics
 
 log = logging.getLogger("gyoza_grpc.access")
 
 MAX_VALUE_LEN = 128
+# The method label of calls to methods the server does not have.
+UNKNOWN_METHOD = "/unknown"
 # Request fields worth a log line's attention; `id` is a run id in RunService only.
 _FIELDS = ("run_id", "topic", "worker_id")
 _RUN_SERVICE = "/gyoza.v1.RunService/"
@@ -118,6 +121,15 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: ServerMetrics | None = None) -> None:
         self._metrics = metrics
         self._cache: dict[str, tuple[Any, Any]] = {}
+        self._unknown_methods: dict[bool, _Method] = {}
+
+    def _unknown(self, streaming: bool) -> _Method:
+        found = self._unknown_methods.get(streaming)
+        if found is None:
+            found = self._unknown_methods[streaming] = _Method(
+                UNKNOWN_METHOD, self._metrics, streaming=streaming
+            )
+        return found
 
     async def intercept_service(
         self,
@@ -131,6 +143,10 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
+        if method not in ALL_METHODS and not is_open(method):
+            # A method this server does not have, refused by auth before UNIMPLEMENTED: one
+            # label for all of them, nothing cached (a client could name endless methods).
+            return _wrap(handler, self._unknown(handler.response_streaming))
         observed = _Method(method, self._metrics, streaming=handler.response_streaming)
         wrapped = _wrap(handler, observed)
         self._cache[method] = (handler, wrapped)

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
+from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.server import GyozaServer
 from tests.conftest import eventually, launch, served
 from tests.ops.helpers import sample, scrape
@@ -170,3 +171,19 @@ async def test_two_servers_in_one_process_count_separately(
         assert sample(theirs, "gyoza_rpc_requests_total", method=create, code="OK") == 1
     finally:
         await other.stop(0)
+
+
+async def test_refused_calls_to_unknown_methods_share_one_label(sqlite_url: str) -> None:
+    """With keys, a call to a method the server lacks is refused (UNAUTHENTICATED) before
+    UNIMPLEMENTED; a client naming endless such methods must not grow the labels."""
+    keys = ApiKeys.of([KeyEntry(Role.ADMIN, "admin-key-0123456789abcdef", "admin")])
+    async with served(sqlite_url, api_keys=keys, **METRICS) as gs:
+        async with grpc.aio.insecure_channel(gs.target) as ch:
+            for i in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await ch.unary_unary(f"/gyoza.v1.RunService/NoSuch{i}")(b"")
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert gs.metrics is not None
+        m = await scrape(gs.metrics.port)
+    assert sample(m, "gyoza_rpc_requests_total", method="unknown", code="UNAUTHENTICATED") == 3
+    assert not [k for k in m if "NoSuch" in str(k)]
