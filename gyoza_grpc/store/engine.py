@@ -29,11 +29,12 @@ _WRITE_OPTION = "gyoza_write"
 
 @dataclass(frozen=True, slots=True)
 class Engines:
-    """One pool, two views: `write` begins IMMEDIATE transactions on SQLite.
+    """`read` and `write` are two views of one async pool (`write` begins IMMEDIATE
+    transactions on SQLite): the workers' and definitions' stores and the stats use them.
 
-    `inline` / `inline_write` (SQLite files only): a plain synchronous engine on the same file
-    that the run store's hot paths call straight from the event loop, without aiosqlite's
-    thread or SQLAlchemy's greenlet per call (see RunStore._run_read / _run_write).
+    `inline` / `inline_write` (SQLite files only): a plain synchronous engine, with its own
+    pool, on the same file; every RunStore operation runs on it straight from the event loop,
+    without aiosqlite's thread or SQLAlchemy's greenlet (see RunStore._run_read / _run_write).
     """
 
     read: AsyncEngine
