@@ -68,6 +68,13 @@ _UPDATE_ATTEMPT = attempts.update().where(
 _INSERT_RUN = runs.insert()
 _INSERT_ATTEMPT = attempts.insert()
 _INSERT_EVENTS = events.insert()
+_INSERT_TOPIC_EVENTS = topic_events.insert()
+_BUMP_TOPIC = (
+    topics.update()
+    .where(topics.c.name == sa.bindparam("b_topic"))
+    .values(last_cursor=topics.c.last_cursor + sa.bindparam("b_n"))
+    .returning(topics.c.last_cursor)
+)
 _RUN_EXISTS = sa.select(runs.c.id).where(runs.c.id == sa.bindparam("b_run_id"))
 _ATTEMPT_EVENTS = (
     sa.select(events)
@@ -358,20 +365,14 @@ class RunStore:
         holds its lock until commit, so cursors commit in the order they are handed out."""
         topic = run.event_delivery.topic
         n = len(new_events)
-        stmt = (
-            topics.update()
-            .where(topics.c.name == topic)
-            .values(last_cursor=topics.c.last_cursor + n)
-            .returning(topics.c.last_cursor)
-        )
-        last = conn.execute(stmt).scalar_one()
+        last = conn.execute(_BUMP_TOPIC, {"b_topic": topic, "b_n": n}).scalar_one()
         first = last - n + 1
         published = [
             TopicEvent(topic, first + i, e, run.event_delivery.attributes)
             for i, e in enumerate(new_events)
         ]
         conn.execute(
-            topic_events.insert(),
+            _INSERT_TOPIC_EVENTS,
             [
                 {"topic": topic, "cursor": p.cursor, "run_id": run.id, "seq": p.event.seq}
                 for p in published
