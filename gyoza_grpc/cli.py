@@ -35,6 +35,21 @@ def _optional_int(text: str) -> int | None:
     return int(text) if text.strip() else None
 
 
+def _port(text: str) -> int:
+    """A TCP port: grpc would silently listen on one modulo 65536, aiohttp fail to bind."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0..65535)")
+    return port
+
+
+def int32(text: str) -> int:
+    """An integer that fits the int32 field it is sent in."""
+    from gyoza_grpc.client_cli.inputs import int32 as parse
+
+    return parse(text)
+
+
 def _option(p: Any, flag: str, env: str, default: object, text: str, **kwargs: Any) -> None:
     """A flag whose default is the environment variable `env` when set, else `default`.
     The default is passed as text, so argparse parses it with the flag's `type` like a
@@ -80,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "GYOZA_PORT",
         d.port,
         "port to listen on; 0 picks a free one (default %(default)s)",
-        type=int,
+        type=_port,
     )
     _add_database(serve)
     seconds: dict[str, Any] = {"type": float, "metavar": "SECONDS"}
@@ -276,8 +291,8 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=_env("GYOZA_WORKER_ID", ""),
         help="unique per worker process (default HOSTNAME-PID) [env GYOZA_WORKER_ID]",
     )
-    worker.add_argument("--cpu", type=int, help="CPUs to declare (default: this machine's)")
-    worker.add_argument("--ram-mb", type=int, help="RAM to declare (default: this machine's)")
+    worker.add_argument("--cpu", type=int32, help="CPUs to declare (default: this machine's)")
+    worker.add_argument("--ram-mb", type=int32, help="RAM to declare (default: this machine's)")
     worker.add_argument(
         "--gpu",
         action="append",
@@ -337,7 +352,7 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "GYOZA_GATEWAY_PORT",
         5555,
         "port to listen on (default %(default)s)",
-        type=int,
+        type=_port,
     )
     _option(
         gateway,

@@ -97,9 +97,14 @@ def _connection(args: argparse.Namespace) -> Connection:
     """The shared connection flags plus --timeout; a bad flag or TLS file is a usage error."""
     from gyoza_grpc.channel import connection_from_args
     from gyoza_grpc.client_cli.failures import UsageError
+    from gyoza_grpc.client_cli.inputs import check_utf8
 
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    for name, value in vars(args).items():  # bytes that are not UTF-8 come as surrogates
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_utf8(text, name)
     try:
         conn = connection_from_args(args)
     except ValueError as err:  # an empty --target, a TLS file that is missing or not PEM

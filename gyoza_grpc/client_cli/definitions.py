@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from gyoza.v1 import definitions_pb2, definitions_pb2_grpc
 from gyoza_grpc.channel import Connection
 from gyoza_grpc.client_cli.failures import EXIT_OK, UsageError
-from gyoza_grpc.client_cli.inputs import read_json_object
+from gyoza_grpc.client_cli.inputs import int32, read_json_object
 from gyoza_grpc.client_cli.output import Output, enum_name, plain, when
 
 D = definitions_pb2
@@ -41,7 +41,7 @@ def add_definitions(sub: Any, common: argparse.ArgumentParser, parser_class: typ
     ls = cmds.add_parser(
         "list", parents=[common], help="list the latest version of each definition, by name"
     )
-    ls.add_argument("--limit", type=int, default=0, help="1..100 (server default 10)")
+    ls.add_argument("--limit", type=int32, default=0, help="1..100 (server default 10)")
     ls.add_argument("--starting-after", default="", metavar="NAME")
     ls.set_defaults(client_handler=list_definitions)
 

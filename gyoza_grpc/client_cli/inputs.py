@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -15,6 +16,34 @@ from gyoza_grpc.client_cli.failures import UsageError
 
 # A Struct carries numbers as doubles: larger integers would silently change.
 _MAX_EXACT_INT = 2**53
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _in_range(text: str, bounds: tuple[int, int]) -> int:
+    value = int(text)  # a ValueError is argparse's "invalid int32 value: ..."
+    if not bounds[0] <= value <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds[0]}..{bounds[1]})")
+    return value
+
+
+# argparse types of the integer flags that become int32/int64 fields: an out-of-range value
+# is argparse's usage error, not protobuf's ValueError when the request is built.
+def int32(text: str) -> int:
+    return _in_range(text, _INT32)
+
+
+def int64(text: str) -> int:
+    return _in_range(text, _INT64)
+
+
+def check_utf8(text: str, where: str) -> None:
+    """Protobuf strings are UTF-8: a lone surrogate (an argument with bytes that are not
+    UTF-8, or a JSON "\\ud800") cannot be sent."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise UsageError(f"{where}: {text!r} is not valid UTF-8") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -68,14 +97,18 @@ def to_struct(doc: dict[str, Any], flag: str) -> struct_pb2.Struct:
 
 
 def _check_numbers(value: Any, where: str) -> None:
+    """Numbers a Struct carries exactly, and (the name aside) strings protobuf can encode."""
     if isinstance(value, bool):
         return
+    if isinstance(value, str):
+        check_utf8(value, where)
     if isinstance(value, int) and abs(value) > _MAX_EXACT_INT:
         raise UsageError(f"{where}: {value} is too large to send exactly (at most 2^53)")
     if isinstance(value, float) and not math.isfinite(value):
         raise UsageError(f"{where}: {value} is not a finite number")
     if isinstance(value, dict):
         for k, v in value.items():
+            check_utf8(k, where)
             _check_numbers(v, f"{where}.{k}")
     elif isinstance(value, list):
         for i, v in enumerate(value):

@@ -14,6 +14,8 @@ from gyoza.v1 import definitions_pb2, definitions_pb2_grpc, runs_pb2, runs_pb2_g
 from gyoza_grpc.channel import Connection
 from gyoza_grpc.client_cli.failures import EXIT_OK, EXIT_UNAVAILABLE, UsageError
 from gyoza_grpc.client_cli.inputs import (
+    int32,
+    int64,
     parse_pairs,
     read_json_object,
     timestamp,
@@ -62,14 +64,14 @@ def add_runs(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> N
         help="one input; repeat for more (VALUE as JSON when it parses, else a string)",
     )
     create.add_argument("--inputs-file", metavar="FILE", help="a JSON object; '-' for stdin")
-    create.add_argument("--priority", type=int, help="higher runs first (server default 5)")
+    create.add_argument("--priority", type=int32, help="higher runs first (server default 5)")
     create.add_argument("--request-id", default="", help="idempotency key")
     ad_hoc = create.add_argument_group("ad-hoc runs only (a definition sets these)")
-    ad_hoc.add_argument("--cpu", type=int, help="CPUs the run needs")
-    ad_hoc.add_argument("--ram-mb", type=int, help="RAM the run needs")
-    ad_hoc.add_argument("--vram-mb", type=int, help="GPU memory the run needs")
-    ad_hoc.add_argument("--gpu-id", type=int, help="pin the run to this GPU")
-    ad_hoc.add_argument("--max-attempts", type=int, help="attempts allowed, the first included")
+    ad_hoc.add_argument("--cpu", type=int32, help="CPUs the run needs")
+    ad_hoc.add_argument("--ram-mb", type=int32, help="RAM the run needs")
+    ad_hoc.add_argument("--vram-mb", type=int32, help="GPU memory the run needs")
+    ad_hoc.add_argument("--gpu-id", type=int32, help="pin the run to this GPU")
+    ad_hoc.add_argument("--max-attempts", type=int32, help="attempts allowed, the first included")
     ad_hoc.add_argument("--initial-backoff", type=float, metavar="SECONDS")
     ad_hoc.add_argument("--backoff-multiplier", type=float)
     ad_hoc.add_argument("--max-backoff", type=float, metavar="SECONDS")
@@ -102,7 +104,7 @@ def add_runs(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> N
     ls.add_argument("--topic", default="")
     ls.add_argument("--since", metavar="TIME", help="created at or after (RFC 3339)")
     ls.add_argument("--until", metavar="TIME", help="created before (RFC 3339)")
-    ls.add_argument("--limit", type=int, default=0, help="1..100 (server default 10)")
+    ls.add_argument("--limit", type=int32, default=0, help="1..100 (server default 10)")
     ls.add_argument("--starting-after", default="", metavar="RUN_ID")
     ls.add_argument("--ending-before", default="", metavar="RUN_ID")
     ls.set_defaults(client_handler=list_runs)
@@ -124,9 +126,9 @@ def add_runs(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> N
         help="print a run's events (with --json: JSON Lines)",
     )
     events.add_argument("id")
-    events.add_argument("--after", type=int, metavar="SEQ", help="only events after this seq")
-    events.add_argument("--attempt", type=int, default=0, help="only this attempt's events")
-    events.add_argument("--limit", type=int, default=0, help="at most this many (default all)")
+    events.add_argument("--after", type=int64, metavar="SEQ", help="only events after this seq")
+    events.add_argument("--attempt", type=int32, default=0, help="only this attempt's events")
+    events.add_argument("--limit", type=int32, default=0, help="at most this many (default all)")
     events.set_defaults(client_handler=list_events)
 
     watch = cmds.add_parser(
@@ -138,7 +140,7 @@ def add_runs(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> N
         "line (JSON Lines). Exits 0 when the run ended COMPLETED, 1 FAILED, 2 CANCELLED.",
     )
     watch.add_argument("id")
-    watch.add_argument("--after", type=int, metavar="SEQ", help="only events after this seq")
+    watch.add_argument("--after", type=int64, metavar="SEQ", help="only events after this seq")
     watch.set_defaults(client_handler=watch_events)
 
 
@@ -199,11 +201,16 @@ def _refuse_ad_hoc_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"{flags}: a run made from a definition takes these from the definition")
 
 
+_MAX_DURATION_S = 315_576_000_000  # google.protobuf.Duration's range: 10,000 years
+
+
 def _duration(seconds: float | None, flag: str) -> duration_pb2.Duration | None:
     if seconds is None:
         return None
     if seconds < 0:
         raise UsageError(f"{flag} must not be negative")
+    if not seconds <= _MAX_DURATION_S:  # also NaN and inf, which no Duration holds
+        raise UsageError(f"{flag} must be a number of seconds up to {_MAX_DURATION_S}")
     d = duration_pb2.Duration()
     d.FromNanoseconds(round(seconds * 1e9))
     return d

@@ -41,6 +41,9 @@ INPUT_TYPES = tuple(
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _EXACT_FLOAT = 2**53
+# protobuf's decoder stops at 100 nested messages, and each JSON level of a Struct is two
+# (Struct/ListValue, Value): 32 levels keep every body, and the runs made from it, readable.
+MAX_JSON_DEPTH = 32
 
 
 # -- outbound ---------------------------------------------------------------------------------
@@ -228,7 +231,29 @@ def parse_body(raw: bytes, *, required: bool = True) -> dict[str, Any]:
         ) from None
     if not isinstance(doc, dict):
         raise Unreadable([unreadable(["body"], "Input should be a JSON object", "dict_type")])
+    _check_convertible(doc)
     return doc
+
+
+def _check_convertible(doc: dict[str, Any]) -> None:
+    """422 for what JSON can hold but a protobuf message cannot: a string with a lone
+    surrogate (`"\\ud800"`, not UTF-8) or nesting deeper than MAX_JSON_DEPTH."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise Unreadable(
+                    [unreadable(["body"], "Input should be valid UTF-8", "string_unicode")]
+                ) from None
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                msg = f"Input should be nested at most {MAX_JSON_DEPTH} levels deep"
+                raise Unreadable([unreadable(["body"], msg, "json_invalid")])
+            items = [*value, *value.values()] if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
 
 
 class Reader:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -148,3 +150,39 @@ async def test_errors_name_the_status_and_exit_non_zero(srv: CliServer) -> None:
     unreachable = await cli("127.0.0.1:1", "runs", "list", "--timeout", "5")
     assert unreachable.code == 4
     assert unreachable.err.startswith("error: UNAVAILABLE: ")
+
+
+async def test_what_no_request_can_carry_is_a_usage_error_not_a_traceback(
+    srv: CliServer,
+) -> None:
+    """Arguments that are not UTF-8, integers past int32/int64, JSON strings with a lone
+    surrogate, durations no google.protobuf.Duration holds: `error: ...`, exit 2, nothing sent."""
+    not_utf8 = os.fsdecode(b"\xff")  # how Python passes on an argument's bytes that are not UTF-8
+    cases = {
+        ("runs", "get", not_utf8): "error: id: '\\udcff' is not valid UTF-8",
+        ("runs", "create", "--image", not_utf8): "error: image: '\\udcff' is not valid UTF-8",
+        ("runs", "create", "--image", "i", "--input", 'x="\\ud800"'): (
+            "error: inputs.x: '\\ud800' is not valid UTF-8"
+        ),
+        ("definitions", "get", not_utf8): "error: name: '\\udcff' is not valid UTF-8",
+        ("runs", "create", "--image", "i", "--priority", str(2**31)): (
+            f"argument --priority: {2**31} is out of range (-2147483648..2147483647)"
+        ),
+        ("runs", "list", "--limit", str(-(2**31) - 1)): "argument --limit: ",
+        ("definitions", "list", "--limit", str(2**31)): "argument --limit: ",
+        ("runs", "events", "r", "--attempt", str(2**31)): "argument --attempt: ",
+        ("runs", "watch", "r", "--after", str(2**63)): (
+            f"argument --after: {2**63} is out of range"
+        ),
+        ("runs", "create", "--image", "i", "--initial-backoff", "1e300"): (
+            "error: --initial-backoff must be a number of seconds up to 315576000000"
+        ),
+        ("runs", "create", "--image", "i", "--max-backoff", "nan"): (
+            "error: --max-backoff must be a number of seconds up to 315576000000"
+        ),
+    }
+    results = await asyncio.gather(*(cli(srv.target, *args) for args in cases))
+    for (args, expected), got in zip(cases.items(), results, strict=True):
+        assert (got.code, got.out) == (2, ""), (args, got)
+        assert "Traceback" not in got.err and expected in got.err, (args, got.err)
+    assert srv.recorder.calls == []

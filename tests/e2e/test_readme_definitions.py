@@ -3,14 +3,13 @@ process over a fresh SQLite file, and the grpcurl binary.
 
 Steps are the ```bash blocks after `<!-- readme-definitions: NAME -->` comments; the ```json or
 ```text block after each is what the README shows, and the real answer must contain it (as in
-test_readme_grpcurl.py, whose helpers this reuses).
+test_readme_grpcurl.py; the helpers are tests/readme.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,38 +17,23 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.process import serve, server_env
-from tests.e2e.test_readme_grpcurl import (
-    README,
+from tests.readme import (
     README_TARGET,
     assert_contains,
     assert_lines_in_order,
     grpcurl_dir,
+    marked_steps,
 )
 
 pytestmark = pytest.mark.e2e
 
-_MARKER = re.compile(r"^<!-- readme-definitions: (?P<name>[\w-]+) -->$")
-
-
-def _block(lines: list[str], i: int) -> tuple[str, str, int]:
-    while not lines[i].strip():
-        i += 1
-    lang = lines[i].removeprefix("```")
-    end = lines.index("```", i + 1)
-    return lang, "\n".join(lines[i + 1 : end]), end + 1
-
 
 def steps() -> list[tuple[str, str, str, str]]:
     """(name, command, shown language, shown answer) of each step, in README order."""
-    lines = README.read_text().splitlines()
     out = []
-    for i, line in enumerate(lines):
-        if (m := _MARKER.match(line)) is None:
-            continue
-        lang, command, end = _block(lines, i + 1)
-        assert lang == "bash", f"README.md:{i + 1}: no ```bash block after the marker"
-        shown_lang, shown, _ = _block(lines, end)
-        out.append((m["name"], command, shown_lang, shown))
+    for step in marked_steps("readme-definitions"):
+        assert step.shown is not None, f"README.md:{step.line}: no ```json or ```text answer"
+        out.append((step.name, step.command, step.shown_lang, step.shown))
     return out
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +23,16 @@ from typing import Any
 import pytest
 
 from tests.e2e.process import serve, server_env
+from tests.readme import (
+    README,
+    README_TARGET,
+    assert_contains,
+    assert_lines_in_order,
+    grpcurl_dir,
+    marked_steps,
+)
 
 pytestmark = pytest.mark.e2e
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-README_TARGET = "127.0.0.1:50051"
-# Values that differ on every run: the README's example values are not compared.
-VOLATILE_KEYS = frozenset(
-    {"created_at", "updated_at", "time", "duration_ms", "started_at", "finished_at"}
-)
-_MARKER = re.compile(r"^<!-- readme-test: (?P<name>[\w-]+)(?P<sets>(?: sets \w+=[\w.]+)*) -->$")
-_FENCE = re.compile(r"^```(\w*)$")
 
 
 @dataclass
@@ -58,74 +55,24 @@ class Result:
         return json.loads(self.stdout)
 
 
-def _fenced(lines: list[str], i: int) -> tuple[str, str, int] | None:
-    """The fenced block starting at or after line i (blank lines skipped): (lang, body, end)."""
-    while i < len(lines) and not lines[i].strip():
-        i += 1
-    if i >= len(lines) or (m := _FENCE.match(lines[i])) is None:
-        return None
-    end = lines.index("```", i + 1)
-    return m[1], "\n".join(lines[i + 1 : end]), end + 1
-
-
-def readme_steps(text: str) -> list[Step]:
-    lines = text.splitlines()
-    steps = []
-    for i, line in enumerate(lines):
-        if (m := _MARKER.match(line)) is None:
-            continue
-        block = _fenced(lines, i + 1)
-        assert block is not None and block[0] == "bash", f"README.md:{i + 1}: no ```bash after"
-        _, command, end = block
-        sets = dict(part.split("=", 1) for part in m["sets"].split(" sets ") if part)
-        step = Step(name=m["name"], command=command, sets=sets, line=i + 1)
-        shown = _fenced(lines, end)
-        if shown is not None and shown[0] in ("json", "text"):
-            step.shown_lang, step.shown = shown[0], shown[1]
-        steps.append(step)
-    return steps
-
-
-def grpcurl_dir() -> str:
-    """Where grpcurl is: beside this Python (the venv's), else on PATH."""
-    beside = Path(sys.executable).parent / "grpcurl"
-    if beside.exists():
-        return str(beside.parent)
-    found = shutil.which("grpcurl")
-    if found is None:
-        reason = "grpcurl not found beside sys.executable or on PATH (pip install '.[dev]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return str(Path(found).parent)
+def readme_steps(text: str | None = None) -> list[Step]:
+    return [
+        Step(
+            name=m.name,
+            command=m.command,
+            sets=dict(part.split("=", 1) for part in m.args.split(" sets ") if part),
+            shown=m.shown,
+            shown_lang=m.shown_lang,
+            line=m.line,
+        )
+        for m in marked_steps("readme-test", args=r"(?: sets \w+=[\w.]+)*", text=text)
+    ]
 
 
 def _lookup(value: Any, path: str) -> Any:
     for key in path.split("."):
         value = value[key]
     return value
-
-
-def assert_contains(shown: Any, real: Any, where: str = "") -> None:
-    """Every field the README shows is in the real answer, with the value shown."""
-    if isinstance(shown, dict):
-        assert isinstance(real, dict), f"{where}: README shows an object, got {real!r}"
-        for key, value in shown.items():
-            assert key in real, f"{where}.{key}: shown in README, missing from {real!r}"
-            if key not in VOLATILE_KEYS:
-                assert_contains(value, real[key], f"{where}.{key}")
-    elif isinstance(shown, list):
-        assert isinstance(real, list) and len(real) == len(shown), f"{where}: {real!r}"
-        for n, (s, r) in enumerate(zip(shown, real, strict=True)):
-            assert_contains(s, r, f"{where}[{n}]")
-    else:
-        assert shown == real, f"{where}: README shows {shown!r}, the server answered {real!r}"
-
-
-def assert_lines_in_order(shown: str, real: str) -> None:
-    real_lines = iter(real.splitlines())
-    for line in shown.splitlines():
-        assert any(r == line for r in real_lines), f"README line {line!r} not in:\n{real}"
 
 
 def seq(event: dict[str, Any]) -> int:
@@ -250,7 +197,7 @@ CHECKS: dict[str, tuple[int, Callable[[Result, dict[str, str]], None]]] = {
 
 
 def test_readme_marks_the_whole_walkthrough() -> None:
-    steps = readme_steps(README.read_text())
+    steps = readme_steps()
     assert [s.name for s in steps] == list(CHECKS), "README steps and CHECKS differ"
     assert all(s.shown is not None for s in steps), "every step shows its answer"
 

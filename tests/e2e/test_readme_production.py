@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 from contextlib import ExitStack
@@ -25,18 +24,16 @@ import pytest
 
 from tests.certs import make_certs
 from tests.e2e.process import ServeProcess, serve, server_env
-from tests.e2e.test_readme_definitions import _block
-from tests.e2e.test_readme_grpcurl import (
-    README,
+from tests.readme import (
     README_TARGET,
     assert_contains,
     assert_lines_in_order,
     grpcurl_dir,
+    marked_steps,
 )
 
 pytestmark = pytest.mark.e2e
 
-_MARKER = re.compile(r"^<!-- readme-production: (?P<name>[\w-]+) -->$")
 # name -> grpcurl's exit code (64 + the gRPC status code on errors)
 EXIT_CODES = {
     "keys": 0,
@@ -50,18 +47,11 @@ EXIT_CODES = {
 
 
 def steps() -> list[tuple[str, str, str, str]]:
-    lines = README.read_text().splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if (m := _MARKER.match(line)) is None:
-            continue
-        lang, command, end = _block(lines, i + 1)
-        assert lang == "bash", f"README.md:{i + 1}: no ```bash block after the marker"
-        shown_lang, shown, _ = _block(lines, end)
-        if shown_lang not in ("json", "text"):
-            shown_lang, shown = "", ""
-        out.append((m["name"], command, shown_lang, shown))
-    return out
+    """(name, command, shown language or "", shown answer or "") of each step, in README order."""
+    return [
+        (step.name, step.command, step.shown_lang, step.shown or "")
+        for step in marked_steps("readme-production")
+    ]
 
 
 def run_step(command: str, env: dict[str, str], cwd: Path) -> tuple[Any, dict[str, str]]:

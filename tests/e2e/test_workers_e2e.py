@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +33,7 @@ import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from tests.e2e.process import serve, server_env
+from tests.readme import README, README_TARGET, marked_steps
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -369,29 +369,15 @@ def test_three_workers_sixty_runs_one_killed(tmp_path: Path) -> None:
 
 # -- the README's "Run a server and two workers", run for real ---------------------------------
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 REPO = README.parent
-README_TARGET = "127.0.0.1:50051"
-_WORKERS_MARKER = re.compile(r"^<!-- readme-workers: ([\w-]+) -->$")
 
 
 def readme_blocks() -> dict[str, tuple[str, str]]:
     """Each `<!-- readme-workers: NAME -->` step: its bash block and the text block after it."""
-    lines = README.read_text().splitlines()
-    blocks: dict[str, tuple[str, str]] = {}
-    for n, line in enumerate(lines):
-        if (m := _WORKERS_MARKER.match(line)) is None:
-            continue
-        assert lines[n + 1] == "```bash", f"README line {n + 2}: a bash block after {line}"
-        end = lines.index("```", n + 2)
-        command = "\n".join(lines[n + 2 : end])
-        shown = ""
-        rest = [x for x in lines[end + 1 : end + 4] if x.strip()]
-        if rest and rest[0] == "```text":
-            start = lines.index("```text", end)
-            shown = "\n".join(lines[start + 1 : lines.index("```", start + 1)])
-        blocks[m[1]] = (command, shown)
-    return blocks
+    return {
+        step.name: (step.command, step.shown if step.shown_lang == "text" else "")
+        for step in marked_steps("readme-workers")
+    }
 
 
 def bash(command: str, target: str, timeout_s: float = 30) -> str:

@@ -38,11 +38,15 @@ async def test_no_key_is_401_and_names_the_header(http: TestClient[Any, Any]) ->
     body = await resp.json()
     assert resp.status == 401, body
     assert "x-api-key" in body["detail"]
+    assert (body["code"], body["reason"]) == ("UNAUTHENTICATED", "API_KEY_MISSING")
 
 
 async def test_an_unknown_key_is_401(http: TestClient[Any, Any]) -> None:
     resp = await http.get("/runs", headers={"X-API-Key": "not-a-key-0123456789abcdef"})
-    assert resp.status == 401, await resp.json()
+    body = await resp.json()
+    assert resp.status == 401, body
+    assert (body["code"], body["reason"]) == ("UNAUTHENTICATED", "API_KEY_INVALID")
+    assert "not-a-key" not in str(body)  # the key is never echoed back
 
 
 async def test_a_role_that_may_not_write_is_403(http: TestClient[Any, Any]) -> None:
@@ -50,6 +54,8 @@ async def test_a_role_that_may_not_write_is_403(http: TestClient[Any, Any]) -> N
     body = await resp.json()
     assert resp.status == 403, body
     assert "CreateRun" in body["detail"]
+    assert (body["code"], body["reason"]) == ("PERMISSION_DENIED", "ROLE_FORBIDDEN")
+    assert body["metadata"]["role"] == "reader"
 
 
 async def test_the_right_keys_pass_through(http: TestClient[Any, Any]) -> None:

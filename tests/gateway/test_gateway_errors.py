@@ -131,6 +131,51 @@ async def test_routing_errors_are_json(gateway: Gateway) -> None:
     assert set(resp.headers["Allow"].split(",")) == {"GET", "POST"}
 
 
+def _nested(levels: int) -> Any:
+    """JSON `levels` deep, objects and arrays in turn."""
+    doc: Any = 1
+    for n in range(levels):
+        doc = {"a": doc} if n % 2 else [doc]
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "kind"),
+    [
+        ("POST", "/runs", b'{"image": "\\ud800"}', "string_unicode"),
+        ("POST", "/runs", b'{"image": "img", "inputs": {"\\udfff": 1}}', "string_unicode"),
+        ("POST", "/runs/RUN/events", b'{"type": "INFO", "msg": "a\\ud800"}', "string_unicode"),
+        ("PATCH", "/runs/RUN", b'{"outputs": {"k": ["\\ud800"]}}', "string_unicode"),
+        ("POST", "/runs", {"image": "img", "inputs": {"x": _nested(31)}}, "json_invalid"),
+        ("POST", "/runs", {"image": "img", "inputs": {"x": _nested(200)}}, "json_invalid"),
+        ("POST", "/runs/RUN/events", {"type": "INFO", "payload": _nested(40)}, "json_invalid"),
+        ("POST", "/definitions/d/runs", {"inputs": {"x": _nested(40)}}, "json_invalid"),
+    ],
+)
+async def test_bodies_no_protobuf_message_can_hold_are_422_not_500(
+    gateway: Gateway, method: str, path: str, body: bytes | dict[str, Any], kind: str
+) -> None:
+    """A lone surrogate (not UTF-8) or JSON deeper than protobuf decodes: FastAPI's 422."""
+    run = await gateway.create()
+    path = path.replace("RUN", run["id"])
+    sent = {"data": body} if isinstance(body, bytes) else {"json": body}
+    got = await gateway.call(method, path, 422, **sent)
+    assert [(e["loc"], e["type"]) for e in got["detail"]] == [(["body"], kind)]
+    after = await gateway.call("GET", f"/runs/{run['id']}", 200)
+    assert (after["events"], after["outputs"]) == ([], {})
+
+
+async def test_the_deepest_accepted_body_makes_a_run_every_client_can_read(
+    gateway: Gateway,
+) -> None:
+    inputs = {"x": _nested(30)}  # the body: 32 levels, one more is 422 (above)
+    run = await gateway.create(inputs=inputs)
+    assert run["inputs"] == inputs
+    got = await gateway.runs.GetRun(runs_pb2.GetRunRequest(id=run["id"]), timeout=10)
+    assert got.run.id == run["id"]
+    assert (await gateway.call("GET", "/runs", 200))["data"][0]["inputs"] == inputs
+
+
 async def test_openapi_document_is_valid_and_lists_every_route(gateway: Gateway) -> None:
     doc = await gateway.call("GET", "/openapi.json", 200)
     assert doc == document()

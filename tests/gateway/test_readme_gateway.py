@@ -19,45 +19,22 @@ from typing import Any
 import pytest
 
 from tests.e2e.process import serve, server_env
+from tests.readme import assert_contains, marked_steps
 
 pytestmark = pytest.mark.e2e
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 README_GATEWAY = "127.0.0.1:5555"
-_MARKER = re.compile(r"^<!-- readme-gateway: (?P<name>[\w-]+) -->$")
 _LISTENING = re.compile(r"gateway on http://(\S+) ")
 VOLATILE = frozenset({"id", "created_at", "updated_at", "t"})
 
 
 def steps() -> list[tuple[str, str, Any]]:
     """(name, command, shown JSON) of each step, in README order."""
-    lines = README.read_text().splitlines()
     out = []
-    for i, line in enumerate(lines):
-        if (m := _MARKER.match(line)) is None:
-            continue
-        start = lines.index("```bash", i)
-        end = lines.index("```", start + 1)
-        shown_start = lines.index("```json", end + 1)
-        shown_end = lines.index("```", shown_start + 1)
-        command = "\n".join(lines[start + 1 : end])
-        out.append((m["name"], command, json.loads("\n".join(lines[shown_start + 1 : shown_end]))))
+    for step in marked_steps("readme-gateway"):
+        assert step.shown_lang == "json", f"README.md:{step.line}: no ```json answer"
+        out.append((step.name, step.command, json.loads(step.shown or "")))
     return out
-
-
-def contained(shown: Any, real: Any, where: str) -> None:
-    if isinstance(shown, dict):
-        assert isinstance(real, dict), f"{where}: {real!r}"
-        for key, value in shown.items():
-            assert key in real, f"{where}.{key} missing from {real!r}"
-            if key not in VOLATILE:
-                contained(value, real[key], f"{where}.{key}")
-    elif isinstance(shown, list):
-        assert isinstance(real, list) and len(real) == len(shown), f"{where}: {real!r}"
-        for n, (s, r) in enumerate(zip(shown, real, strict=True)):
-            contained(s, r, f"{where}[{n}]")
-    else:
-        assert shown == real, f"{where}: README shows {shown!r}, got {real!r}"
 
 
 @contextmanager
@@ -100,7 +77,7 @@ def test_readme_gateway_examples(tmp_path: Path) -> None:
                     timeout=60,
                 )
                 assert done.returncode == 0, (name, done.stderr)
-                contained(shown, json.loads(done.stdout), name)
+                assert_contains(shown, json.loads(done.stdout), name, VOLATILE)
             gateway.send_signal(signal.SIGTERM)
             assert gateway.wait(15) == 0
         assert server.stop() == 0, server.log

@@ -52,20 +52,10 @@ SMALL = Limits(
 
 
 @pytest.fixture
-async def small(sqlite_url: str) -> AsyncIterator[GyozaServer]:
+async def server(sqlite_url: str) -> AsyncIterator[GyozaServer]:
+    """The server the shared `channel` and `runs` fixtures talk to: SQLite, SMALL limits."""
     async with served(sqlite_url, limits=SMALL) as gs:
         yield gs
-
-
-@pytest.fixture
-async def ch(small: GyozaServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(small.target) as channel:
-        yield channel
-
-
-@pytest.fixture
-def runs(ch: grpc.aio.Channel) -> runs_pb2_grpc.RunServiceStub:
-    return runs_pb2_grpc.RunServiceStub(ch)
 
 
 def sized(n: int) -> dict[str, Any]:
@@ -89,8 +79,10 @@ def metadata(err: grpc.aio.AioRpcError) -> dict[str, str]:
     raise AssertionError("no ErrorInfo")
 
 
-async def serving(ch: grpc.aio.Channel) -> bool:
-    resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+async def serving(channel: grpc.aio.Channel) -> bool:
+    resp = await health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(), timeout=5
+    )
     return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
 
@@ -98,7 +90,7 @@ async def serving(ch: grpc.aio.Channel) -> bool:
 
 
 async def test_a_request_over_the_message_size_is_resource_exhausted(
-    runs: runs_pb2_grpc.RunServiceStub, ch: grpc.aio.Channel
+    runs: runs_pb2_grpc.RunServiceStub, channel: grpc.aio.Channel
 ) -> None:
     big = {"blob": "x" * (SMALL.max_message_bytes + 1000)}
     err = await fails(
@@ -106,7 +98,7 @@ async def test_a_request_over_the_message_size_is_resource_exhausted(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     )
     assert "larger than max" in (err.details() or "")
-    assert await serving(ch)
+    assert await serving(channel)
     # Just under the message size, the JSON cap (a smaller number) names the field instead.
     err = await fails(
         runs.CreateRun(runs_pb2.CreateRunRequest(image="i", inputs=struct(sized(30_000)))),
@@ -207,8 +199,8 @@ async def test_event_payloads_are_capped(runs: runs_pb2_grpc.RunServiceStub) -> 
     assert [f for f, _ in violations(err)] == ["payload"]
 
 
-async def test_create_run_from_definition_caps_inputs(ch: grpc.aio.Channel) -> None:
-    defs = definitions_pb2_grpc.DefinitionServiceStub(ch)
+async def test_create_run_from_definition_caps_inputs(channel: grpc.aio.Channel) -> None:
+    defs = definitions_pb2_grpc.DefinitionServiceStub(channel)
     await defs.UpsertDefinition(
         definitions_pb2.UpsertDefinitionRequest(
             definition=definitions_pb2.Definition(name="op", version="1.0.0", image="i")
@@ -278,9 +270,9 @@ async def _first(call: Any) -> Any:
 
 
 async def test_watch_streams_past_the_cap_are_resource_exhausted_and_slots_come_back(
-    ch: grpc.aio.Channel, runs: runs_pb2_grpc.RunServiceStub
+    channel: grpc.aio.Channel, runs: runs_pb2_grpc.RunServiceStub
 ) -> None:
-    topics = topics_pb2_grpc.TopicServiceStub(ch)
+    topics = topics_pb2_grpc.TopicServiceStub(channel)
     run = await create(runs, event_delivery=runs_pb2.EventDelivery(topic="t"))
     await add(runs, run.id, S.EVENT_TYPE_INFO)
     a = runs.WatchEvents(runs_pb2.WatchEventsRequest(run_id=run.id))
@@ -352,9 +344,9 @@ async def _drain(call: Any) -> list[Any]:
 
 
 async def test_a_long_poll_ends_by_the_callers_deadline_and_leaves_no_waiter(
-    ch: grpc.aio.Channel, runs: runs_pb2_grpc.RunServiceStub
+    channel: grpc.aio.Channel, runs: runs_pb2_grpc.RunServiceStub
 ) -> None:
-    workers = workers_pb2_grpc.WorkerServiceStub(ch)
+    workers = workers_pb2_grpc.WorkerServiceStub(channel)
     for wid in ("early", "late"):
         await workers.Heartbeat(
             workers_pb2.HeartbeatRequest(
