@@ -20,6 +20,7 @@ from gyoza_grpc.domain.clock import to_us
 from gyoza_grpc.domain.definitions import Definition
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
 from gyoza_grpc.domain.inputs import InputSpec, InputType
+from gyoza_grpc.domain.limits import MAX_JSON_DEPTH
 from gyoza_grpc.domain.model import (
     DEFAULT_PRIORITY,
     JSON,
@@ -86,9 +87,27 @@ def _check_json(doc: Any, field: str, max_bytes: int | None = None) -> None:
             )
 
 
+def _depth(doc: Any) -> int:
+    """How deeply objects and arrays nest in `doc` (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def struct_to_dict(struct: struct_pb2.Struct, field: str, max_bytes: int | None = None) -> JSON:
     """A Struct as a plain dict (numbers stay floats, as Struct carries them), refused
-    (INVALID_ARGUMENT naming `field`) past `max_bytes` of canonical JSON."""
+    (INVALID_ARGUMENT naming `field`) past `max_bytes` of canonical JSON or MAX_JSON_DEPTH
+    levels of nesting (deeper, the run could no longer be sent back inside a list)."""
     if not struct.fields:
         return {}
     try:
@@ -97,6 +116,11 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str, max_bytes: int | None 
         raise InvalidArgument.field(field, "numbers must be finite (no NaN or Infinity)") from None
     except RecursionError:
         raise InvalidArgument.field(field, "is nested too deeply") from None
+    depth = _depth(doc)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidArgument.field(
+            field, f"nests {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed"
+        )
     _check_json(doc, field, max_bytes)
     return doc
 

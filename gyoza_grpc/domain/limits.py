@@ -39,6 +39,12 @@ CAPPED_EVENT_TYPES = frozenset(
 )
 
 
+# Nesting of objects and arrays in a JSON document (inputs, outputs, payloads, attributes).
+# Not a setting: protobuf decodes at most 100 nested messages, a JSON level is two of them
+# (Struct and Value), and a run's inputs sit three deep inside a ListRunsResponse.
+MAX_JSON_DEPTH = 32
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     # Largest request the server accepts (grpc.max_receive_message_length).

@@ -28,7 +28,7 @@ from gyoza.v1 import (
     workers_pb2,
     workers_pb2_grpc,
 )
-from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits, json_size
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS, MAX_JSON_DEPTH, Limits, json_size
 from gyoza_grpc.server import GyozaServer
 from tests.conftest import eventually, launch, served
 from tests.service.helpers import (
@@ -401,3 +401,29 @@ def test_a_limit_below_one_is_refused_at_startup(capsys: pytest.CaptureFixture[s
 
     assert cli.main(["serve", "--max-events-per-run", "0"]) == 2
     assert "max_events_per_run must be at least 1, got 0" in capsys.readouterr().err
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        doc = {"d": doc}
+    return doc
+
+
+async def test_json_nesting_is_capped_so_every_run_can_still_be_listed(
+    runs: runs_pb2_grpc.RunServiceStub,
+) -> None:
+    deepest = await runs.CreateRun(
+        runs_pb2.CreateRunRequest(image="img", inputs=struct(_nested(MAX_JSON_DEPTH)))
+    )
+    page = await runs.ListRuns(runs_pb2.ListRunsRequest(limit=10))  # decodes on the client
+    assert [r.id for r in page.data] == [deepest.run.id]
+    err = await fails(
+        runs.CreateRun(
+            runs_pb2.CreateRunRequest(image="img", inputs=struct(_nested(MAX_JSON_DEPTH + 1)))
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert violations(err) == [
+        ("inputs", f"nests {MAX_JSON_DEPTH + 1} levels deep; at most {MAX_JSON_DEPTH} are allowed")
+    ]
