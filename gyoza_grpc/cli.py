@@ -377,8 +377,25 @@ def _database_error(url: str, err: Exception) -> int:
     return 1
 
 
+def _not_utf8(args: argparse.Namespace) -> str | None:
+    """The first argument whose bytes are not UTF-8 (Python hands them over as surrogates,
+    which no gRPC string, URL or file name of ours can carry), as a message; else None."""
+    for name, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    flag = "--" + name.replace("_", "-")
+                    return f"{flag}: {text!r} is not valid UTF-8"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("serve", "migrate", "worker", "gateway") and (bad := _not_utf8(args)):
+        print(f"gyoza-grpc: {bad}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level, args.log_format, access_log=args.access_log == "on")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":

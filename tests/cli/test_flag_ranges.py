@@ -35,3 +35,22 @@ def test_the_ends_of_the_ranges_pass() -> None:
     assert parser.parse_args(["serve", "--port", "65535"]).port == 65535
     assert parser.parse_args(["gateway", "--port", "0"]).port == 0
     assert parser.parse_args(["worker", "--cpu", str(2**31 - 1)]).cpu == 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["worker", "--worker-id", "\udcff", "--command", "true"], "--worker-id"),
+        (["gateway", "--target", "\udcff"], "--target"),
+        (["serve", "--database-url", "sqlite+aiosqlite:///\udcff.db"], "--database-url"),
+    ],
+)
+def test_arguments_that_are_not_utf8_are_usage_errors(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are not UTF-8 reach Python as surrogates (here: the byte 0xff)."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"gyoza-grpc: {flag}: "), err
+    assert "is not valid UTF-8" in err
+    assert "Traceback" not in err
