@@ -11,6 +11,7 @@ import grpc
 from gyoza.v1 import workers_pb2, workers_pb2_grpc
 from gyoza_grpc.api import convert
 from gyoza_grpc.api.errors import unary
+from gyoza_grpc.api.runs import MAX_ID_LEN
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
 from gyoza_grpc.domain.placement import Capacity, Gpu
 from gyoza_grpc.domain.workers import HeldAttempt, validate_registration
@@ -92,6 +93,17 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
                 for o in orders
             ],
         )
+
+    @unary
+    async def ReleaseRun(
+        self, request: workers_pb2.ReleaseRunRequest, context: Context
+    ) -> workers_pb2.ReleaseRunResponse:
+        worker_id = _worker_id(request.worker_id)
+        run_id = convert.required_text(request.run_id, "run_id", max_len=MAX_ID_LEN)
+        if request.attempt < 1:
+            raise InvalidArgument.field("attempt", "must be the claim's attempt (1 or more)")
+        run = await self._store.release(worker_id, run_id, request.attempt)
+        return workers_pb2.ReleaseRunResponse(run=convert.run_to_pb(run))
 
     @unary
     async def ClaimRuns(

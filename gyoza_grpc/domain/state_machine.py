@@ -437,6 +437,31 @@ def update(
     return replace(transition, run=edited)
 
 
+def release(run: Run, worker_id: str, attempt: int, now: datetime) -> Transition:
+    """ReleaseRun: a worker hands back an attempt it was assigned and never started. The run
+    goes back to PENDING on the same attempt (never run, so not counted as a try), with an
+    INFO event. Only the worker holding that very attempt may, and only while it is ASSIGNED:
+    a started attempt is reported FAILED instead, so the retry policy applies."""
+    held = run.current_attempt == attempt and run.attempt.summary.worker_id == worker_id
+    if not held or run.state not in (RunState.ASSIGNED, RunState.RUNNING):
+        raise FailedPrecondition(
+            f"run '{run.id}' attempt {attempt} is not held by worker '{worker_id}'",
+            reason="NOT_HELD",
+            metadata={"run_id": run.id, "attempt": str(attempt), "worker_id": worker_id},
+        )
+    if run.state is not RunState.ASSIGNED:
+        raise FailedPrecondition(
+            f"run '{run.id}' is {run.state.value}: only an attempt that never started can be "
+            "released; report it FAILED instead",
+            reason="ALREADY_STARTED",
+            metadata={"run_id": run.id, "state": run.state.value},
+        )
+    b = _Builder(run, now)
+    b.move(RunState.PENDING, summary=ExecutionSummary())
+    b.emit(EventType.INFO, f"Released by worker {worker_id}", {"released_by": worker_id})
+    return b.finish()
+
+
 def lose_worker(run: Run, worker_id: str, now: datetime) -> Transition:
     """A worker holding `run` was evicted. An ASSIGNED run goes back to PENDING with a new
     attempt (it never started, so the retry is not counted against max_attempts); a RUNNING

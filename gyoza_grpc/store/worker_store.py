@@ -313,6 +313,14 @@ class WorkerStore:
         due = (await conn.execute(stmt)).scalar()
         return None if due is None else from_us(due)
 
+    async def release(self, worker_id: str, run_id: str, attempt: int) -> Run:
+        """ReleaseRun: the run's lock, the domain's rule (state_machine.release), one commit."""
+
+        def change(run: Run, now: datetime) -> Transition:
+            return state_machine.release(run, worker_id, attempt, now)
+
+        return (await self._runs.change_run(run_id, change)).run
+
     # -- evictions -------------------------------------------------------------------------
 
     async def evict_expired(self) -> list[tuple[str, list[Transition]]]:

@@ -234,8 +234,8 @@ class ServerClient:
         )
         return [(h.run_id, h.attempt) for h in resp.worker.held]
 
-    async def unassign(self, run_id: str) -> None:
-        """Hand an ASSIGNED run back to PENDING (same attempt; not counted as a try)."""
-        req = runs_pb2.UpdateRunRequest(id=run_id, state=runs_pb2.RUN_STATE_PENDING)
-        req.update_mask.paths.append("state")
-        await self.runs.UpdateRun(req, timeout=self.call_timeout_s)
+    async def release(self, worker_id: str, run_id: str, attempt: int) -> None:
+        """Hand an ASSIGNED attempt back: the run goes back to PENDING (same attempt; not
+        counted as a try)."""
+        req = workers_pb2.ReleaseRunRequest(worker_id=worker_id, run_id=run_id, attempt=attempt)
+        await self.workers.ReleaseRun(req, timeout=self.call_timeout_s)

@@ -333,7 +333,7 @@ class Worker:
             return
         try:
             if run.state == runs_pb2.RUN_STATE_ASSIGNED:
-                await client.unassign(run_id)
+                await client.release(self.worker_id, run_id, attempt)
                 log.info("handed back run %s (%s: it never started here)", run_id, why)
             elif run.state == runs_pb2.RUN_STATE_RUNNING:
                 message = f"worker {self.worker_id} lost the attempt ({why})"

@@ -134,7 +134,7 @@ def test_every_method_is_classified_and_readers_only_read() -> None:
         "ListEvents",
         "WatchEvents",
         "GetWorker",
-        "UpdateRun",
+        "ReleaseRun",
     }
     assert every >= roles.WORKER_METHODS
     for method in every:

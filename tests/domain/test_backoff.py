@@ -2,7 +2,8 @@
 
 RetryPolicy.delay_after: how long an automatic retry waits; append_event: an automatic retry's
 new attempt is not claimable before now + delay (next_attempt_at), a manual retry is at once;
-lose_worker: what eviction does to each state of a run the lost worker held.
+lose_worker: what eviction does to each state of a run the lost worker held; release: a worker
+handing back an attempt it never started.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gyoza_grpc.domain import state_machine as sm
+from gyoza_grpc.domain.errors import FailedPrecondition
 from gyoza_grpc.domain.model import (
     MAX_BACKOFF_S,
     Attempt,
@@ -316,3 +318,38 @@ def test_lose_worker_leaves_other_states_alone(state: RunState) -> None:
     assert t.events == ()
     assert t.run is run
     assert t.closed_attempt is None
+
+
+# -- release -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempt", [1, 3])
+def test_release_puts_an_assigned_run_back_on_the_same_attempt(attempt: int) -> None:
+    run = make_run(A, attempt=attempt)
+    t = sm.release(run, LOST, attempt, NOW)
+    assert_seqs(run, t)
+    (event,) = t.events
+    assert (event.type, event.state, event.msg) == (EventType.INFO, P, f"Released by worker {LOST}")
+    assert event.payload == {"released_by": LOST}
+    assert (t.run.state, t.run.current_attempt) == (P, attempt)  # not a new attempt
+    assert t.run.uncounted_attempts == run.uncounted_attempts
+    assert t.run.attempt.summary == ExecutionSummary()  # no longer anyone's
+    assert t.closed_attempt is None
+
+
+@pytest.mark.parametrize(
+    ("state", "worker", "attempt", "reason"),
+    [
+        (A, "someone-else", 1, "NOT_HELD"),
+        (A, LOST, 2, "NOT_HELD"),  # a stale attempt number
+        (P, LOST, 1, "NOT_HELD"),
+        (C, LOST, 1, "NOT_HELD"),
+        (R, LOST, 1, "ALREADY_STARTED"),
+    ],
+)
+def test_release_is_refused_unless_the_holder_never_started(
+    state: RunState, worker: str, attempt: int, reason: str
+) -> None:
+    with pytest.raises(FailedPrecondition) as caught:
+        sm.release(make_run(state), worker, attempt, NOW)
+    assert caught.value.reason == reason

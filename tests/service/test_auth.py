@@ -110,6 +110,9 @@ CALLS: dict[str, Callable[[grpc.aio.Channel], Awaitable[Any]]] = {
     "/gyoza.v1.WorkerService/ClaimRuns": lambda ch: workers_pb2_grpc.WorkerServiceStub(
         ch
     ).ClaimRuns(workers_pb2.ClaimRunsRequest(worker_id="")),
+    "/gyoza.v1.WorkerService/ReleaseRun": lambda ch: workers_pb2_grpc.WorkerServiceStub(
+        ch
+    ).ReleaseRun(workers_pb2.ReleaseRunRequest(worker_id="w", run_id="missing", attempt=1)),
     "/gyoza.v1.WorkerService/ListWorkers": lambda ch: workers_pb2_grpc.WorkerServiceStub(
         ch
     ).ListWorkers(workers_pb2.ListWorkersRequest()),
@@ -128,10 +131,10 @@ ALLOWED = {
     Role.ADMIN: set(CALLS),
     Role.WORKER: {
         "/gyoza.v1.RunService/GetRun",
-        "/gyoza.v1.RunService/UpdateRun",
         "/gyoza.v1.RunService/WatchEvents",
         "/gyoza.v1.WorkerService/Heartbeat",
         "/gyoza.v1.WorkerService/ClaimRuns",
+        "/gyoza.v1.WorkerService/ReleaseRun",
     },
     Role.READER: {
         "/gyoza.v1.RunService/GetRun",
@@ -356,7 +359,7 @@ def worker(target: str, **kw: Any) -> Worker:
 
 async def test_the_worker_sdk_works_with_a_worker_key(keyed: GyozaServer) -> None:
     """Claims, events and reconciling (a run left ASSIGNED by an earlier process is handed
-    back, which takes GetWorker and UpdateRun) all pass with the worker role."""
+    back, which takes GetWorker and ReleaseRun) all pass with the worker role."""
     async with open_channel(keyed.target, api_key=ADMIN_KEY) as ch:
         runs = runs_pb2_grpc.RunServiceStub(ch)
         workers = workers_pb2_grpc.WorkerServiceStub(ch)
@@ -384,8 +387,8 @@ async def test_the_worker_sdk_works_with_a_worker_key(keyed: GyozaServer) -> Non
             await asyncio.wait_for(task, 30)
         timeline = await runs.ListEvents(runs_pb2.ListEventsRequest(run_id=left.id))
     assert dict(done.outputs) == {"y": 42}
-    assert handed_back.current_attempt == 1  # unassigned (not counted as a try), then run
-    assert "Unassigned by UpdateRun" in [e.msg for e in timeline.events]
+    assert handed_back.current_attempt == 1  # released (not counted as a try), then run
+    assert "Released by worker w-keyed" in [e.msg for e in timeline.events]
 
 
 @pytest.mark.parametrize("key", ["", UNKNOWN_KEY, READER_KEY], ids=["none", "unknown", "reader"])

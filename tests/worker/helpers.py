@@ -66,7 +66,7 @@ class FakeClient:
     held_attempts: list[tuple[str, int]] = field(default_factory=list)
     heartbeats: list[list[tuple[str, int]]] = field(default_factory=list)
     replies: list[HeartbeatReply | grpc.aio.AioRpcError] = field(default_factory=list)
-    unassigned: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def add_event(
@@ -116,8 +116,8 @@ class FakeClient:
     async def held(self, worker_id: str) -> list[tuple[str, int]]:
         return list(self.held_attempts)
 
-    async def unassign(self, run_id: str) -> None:
-        self.unassigned.append(run_id)
+    async def release(self, worker_id: str, run_id: str, attempt: int) -> None:
+        self.released.append(run_id)
 
 
 async def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:

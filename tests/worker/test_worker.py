@@ -206,7 +206,7 @@ async def test_runs_left_by_an_earlier_process_are_settled_at_start(
         a = await until_state(runs, assigned.id, R.RUN_STATE_COMPLETED)
         b = await until_state(runs, running.id, R.RUN_STATE_COMPLETED)
     assert a.current_attempt == 1  # handed back: the attempt never started
-    assert "Unassigned by UpdateRun" in [e.msg for e in await events(runs, assigned.id)]
+    assert "Released by worker w" in [e.msg for e in await events(runs, assigned.id)]
     assert b.current_attempt == 2
     attempts = (await runs.ListAttempts(R.ListAttemptsRequest(run_id=running.id))).attempts
     assert attempts[0].execution_summary.error_message == "worker w lost the attempt (restarted)"

@@ -46,6 +46,11 @@ class WorkerServiceStub:
                 request_serializer=gyoza_dot_v1_dot_workers__pb2.ClaimRunsRequest.SerializeToString,
                 response_deserializer=gyoza_dot_v1_dot_workers__pb2.ClaimRunsResponse.FromString,
                 _registered_method=True)
+        self.ReleaseRun = channel.unary_unary(
+                '/gyoza.v1.WorkerService/ReleaseRun',
+                request_serializer=gyoza_dot_v1_dot_workers__pb2.ReleaseRunRequest.SerializeToString,
+                response_deserializer=gyoza_dot_v1_dot_workers__pb2.ReleaseRunResponse.FromString,
+                _registered_method=True)
         self.ListWorkers = channel.unary_unary(
                 '/gyoza.v1.WorkerService/ListWorkers',
                 request_serializer=gyoza_dot_v1_dot_workers__pb2.ListWorkersRequest.SerializeToString,
@@ -79,6 +84,15 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseRun(self, request, context):
+        """ReleaseRun hands back a run the worker claimed but never started (its
+        ASSIGNED attempt): the run goes back to PENDING, the attempt not counted as
+        a try. A run the worker started is reported FAILED with AddEvent instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListWorkers(self, request, context):
         """ListWorkers returns every known worker, alive or evicted.
         """
@@ -105,6 +119,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ClaimRuns,
                     request_deserializer=gyoza_dot_v1_dot_workers__pb2.ClaimRunsRequest.FromString,
                     response_serializer=gyoza_dot_v1_dot_workers__pb2.ClaimRunsResponse.SerializeToString,
+            ),
+            'ReleaseRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseRun,
+                    request_deserializer=gyoza_dot_v1_dot_workers__pb2.ReleaseRunRequest.FromString,
+                    response_serializer=gyoza_dot_v1_dot_workers__pb2.ReleaseRunResponse.SerializeToString,
             ),
             'ListWorkers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWorkers,
@@ -173,6 +192,33 @@ class WorkerService:
             '/gyoza.v1.WorkerService/ClaimRuns',
             gyoza_dot_v1_dot_workers__pb2.ClaimRunsRequest.SerializeToString,
             gyoza_dot_v1_dot_workers__pb2.ClaimRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gyoza.v1.WorkerService/ReleaseRun',
+            gyoza_dot_v1_dot_workers__pb2.ReleaseRunRequest.SerializeToString,
+            gyoza_dot_v1_dot_workers__pb2.ReleaseRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,11 @@ class WorkerServiceStub:
     """ClaimRuns assigns PENDING runs that fit the worker's free capacity,
     highest priority first, then oldest. With `wait`, holds until work arrives.
     """
+    ReleaseRun: _grpc.UnaryUnaryMultiCallable[_workers_pb2.ReleaseRunRequest, _workers_pb2.ReleaseRunResponse]
+    """ReleaseRun hands back a run the worker claimed but never started (its
+    ASSIGNED attempt): the run goes back to PENDING, the attempt not counted as
+    a try. A run the worker started is reported FAILED with AddEvent instead.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_workers_pb2.ListWorkersRequest, _workers_pb2.ListWorkersResponse]
     """ListWorkers returns every known worker, alive or evicted."""
     GetWorker: _grpc.UnaryUnaryMultiCallable[_workers_pb2.GetWorkerRequest, _workers_pb2.GetWorkerResponse]
@@ -62,6 +67,11 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     ClaimRuns: _aio.UnaryUnaryMultiCallable[_workers_pb2.ClaimRunsRequest, _workers_pb2.ClaimRunsResponse]  # type: ignore[assignment]
     """ClaimRuns assigns PENDING runs that fit the worker's free capacity,
     highest priority first, then oldest. With `wait`, holds until work arrives.
+    """
+    ReleaseRun: _aio.UnaryUnaryMultiCallable[_workers_pb2.ReleaseRunRequest, _workers_pb2.ReleaseRunResponse]  # type: ignore[assignment]
+    """ReleaseRun hands back a run the worker claimed but never started (its
+    ASSIGNED attempt): the run goes back to PENDING, the attempt not counted as
+    a try. A run the worker started is reported FAILED with AddEvent instead.
     """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_workers_pb2.ListWorkersRequest, _workers_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """ListWorkers returns every known worker, alive or evicted."""
@@ -91,6 +101,17 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_workers_pb2.ClaimRunsResponse, _abc.Awaitable[_workers_pb2.ClaimRunsResponse]]:
         """ClaimRuns assigns PENDING runs that fit the worker's free capacity,
         highest priority first, then oldest. With `wait`, holds until work arrives.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseRun(
+        self,
+        request: _workers_pb2.ReleaseRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workers_pb2.ReleaseRunResponse, _abc.Awaitable[_workers_pb2.ReleaseRunResponse]]:
+        """ReleaseRun hands back a run the worker claimed but never started (its
+        ASSIGNED attempt): the run goes back to PENDING, the attempt not counted as
+        a try. A run the worker started is reported FAILED with AddEvent instead.
         """
 
     @_abc_1.abstractmethod
