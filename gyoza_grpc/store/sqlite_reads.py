@@ -26,11 +26,11 @@ _compiled: dict[Select[Any], str] = {}
 
 def mappings(
     conn: Connection, stmt: Select[Any], params: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """The rows of a constant SELECT as dicts keyed by column label."""
+) -> list[Mapping[Any, Any]]:
+    """The rows of a constant SELECT as mappings keyed by column label."""
     raw = conn.connection.driver_connection
     if not isinstance(raw, sqlite3.Connection):  # PostgreSQL, or aiosqlite's async engine
-        return [dict(r._mapping) for r in conn.execute(stmt, params)]
+        return [r._mapping for r in conn.execute(stmt, params)]  # no copy
     sql = _compiled.get(stmt)
     if sql is None:
         sql = _compiled[stmt] = str(stmt.compile(dialect=_NAMED))
