@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -42,8 +42,25 @@ class Engines:
     is_sqlite: bool
     inline: Engine | None = None
     inline_write: Engine | None = None
+    # The connections kept checked out of `inline` / `inline_write` (see held()).
+    _held: dict[bool, Connection] = field(default_factory=dict, repr=False, compare=False)
+
+    def held(self, *, write: bool) -> Connection:
+        """A connection of `inline_write` (or `inline`) kept checked out until dispose(): a
+        RunStore call then pays no pool checkout and return. One of each is enough: inline
+        calls run one at a time on the loop, and writes one at a time under the store's
+        writer lock."""
+        conn = self._held.get(write)
+        if conn is None or conn.closed or conn.invalidated:
+            engine = self.inline_write if write else self.inline
+            assert engine is not None, "held() is for SQLite files"
+            conn = self._held[write] = engine.connect()
+        return conn
 
     async def dispose(self) -> None:
+        for conn in self._held.values():
+            conn.close()
+        self._held.clear()
         await self.read.dispose()
         if self.inline is not None:
             self.inline.dispose()
@@ -198,5 +215,9 @@ def _setup_sqlite(engine: Engine, synchronous: str) -> None:
     def _on_begin(conn: Any) -> None:
         # Reads need no BEGIN: their statements run in line, one after another, without the
         # loop running in between, so no write of this process can come between them.
-        if conn.get_execution_options().get(_WRITE_OPTION, False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not conn.get_execution_options().get(_WRITE_OPTION, False):
+            return
+        raw = conn.connection.driver_connection
+        if isinstance(raw, sqlite3.Connection) and raw.in_transaction:
+            return  # RunStore began it on the driver itself (RunStore._write_inline)
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,12 +35,18 @@ from gyoza_grpc.domain.state_machine import Transition
 from gyoza_grpc.store import rows
 from gyoza_grpc.store.db_errors import database_errors
 from gyoza_grpc.store.engine import Engines, is_busy, waiting_for_lock
-from gyoza_grpc.store.sqlite_reads import mappings
+from gyoza_grpc.store.group_commit import GroupCommit, Queued
+from gyoza_grpc.store.sqlite_direct import execute, execute_many, mappings
+from gyoza_grpc.store.sqlite_direct import run as run_sql
 from gyoza_grpc.store.tables import attempts, events, runs, topic_events, topics
 from gyoza_grpc.store.wakeups import CHANNEL, Wakeups
 
 # Keys per IN (...) list when looking up the positions of many runs or topics.
 _POSITIONS_CHUNK = 500
+
+# How long a write waits for others to join its group commit, when writes are arriving closer
+# together than this (see store/group_commit.py).
+GROUP_WINDOW_S = 0.0005
 
 T = TypeVar("T")
 # One transaction's work: synchronous code over a Connection (see the module docstring).
@@ -74,6 +81,16 @@ _BUMP_TOPIC = (
     .where(topics.c.name == sa.bindparam("b_topic"))
     .values(last_cursor=topics.c.last_cursor + sa.bindparam("b_n"))
     .returning(topics.c.last_cursor)
+)
+_ENSURE_TOPIC_SQLITE = (
+    sqlite_insert(topics)
+    .values(name=sa.bindparam("b_topic"), last_cursor=0)
+    .on_conflict_do_nothing(index_elements=["name"])
+)
+_ENSURE_TOPIC_PG = (
+    pg_insert(topics)
+    .values(name=sa.bindparam("b_topic"), last_cursor=0)
+    .on_conflict_do_nothing(index_elements=["name"])
 )
 _RUN_EXISTS = sa.select(runs.c.id).where(runs.c.id == sa.bindparam("b_run_id"))
 _ATTEMPT_EVENTS = (
@@ -136,6 +153,7 @@ class RunStore:
         on_events: EventsCommitted | None = None,
         on_created: Callable[[Run], None] | None = None,
         wakeup_origin: str | None = None,
+        group_window_s: float = GROUP_WINDOW_S,
     ) -> None:
         self._engines = engines
         self._clock = clock
@@ -150,6 +168,11 @@ class RunStore:
         self._origin = None if engines.is_sqlite else wakeup_origin
         # Keyed by the transaction's (synchronous) Connection.
         self._wakeups: dict[Connection, Wakeups] = {}
+        self._group = (
+            GroupCommit(self._commit_batch, self._write_lock, window_s=group_window_s)
+            if engines.inline_write is not None and isinstance(self._write_lock, asyncio.Lock)
+            else None
+        )
 
     # -- running a transaction -------------------------------------------------------------
 
@@ -157,10 +180,8 @@ class RunStore:
         """`work` in a read: on SQLite without BEGIN (nothing can come between its
         statements: they run one after another without the loop turning)."""
         with database_errors():
-            inline = self._engines.inline
-            if inline is not None:
-                with inline.connect() as conn:
-                    return work(conn)
+            if self._engines.inline is not None:
+                return work(self._engines.held(write=False))
             return await greenlet_spawn(self._read_in_greenlet, work)
 
     def _read_in_greenlet(self, work: Work[T]) -> T:
@@ -168,20 +189,95 @@ class RunStore:
             return work(conn)
 
     async def _run_write(self, work: Work[T]) -> T:
-        """`work` in one write transaction, committed before this returns."""
-        async with self._write_lock:
-            with database_errors():
-                engine = self._engines.inline_write
-                if engine is None:
-                    return await greenlet_spawn(
-                        self._write_in, self._engines.write.sync_engine, work, False
-                    )
+        """`work` in one write transaction, committed before this returns. On a SQLite file it
+        joins a group commit (store/group_commit.py)."""
+        with database_errors():
+            if self._group is not None:
+                return await self._group.submit(work)
+            async with self._write_lock:
+                return await greenlet_spawn(
+                    self._write_in, self._engines.write.sync_engine, work, False
+                )
+
+    async def _commit_batch(self, batch: Sequence[Queued[Any]]) -> None:
+        """One group commit's batch in one transaction; answers each queued future."""
+        live = [q for q in batch if not q.future.done()]  # a caller that gave up is not written
+        if not live:
+            return
+        try:
+            try:
+                outcomes = self._write_batch(live, False)
+            except _LockedByOther:
+                # Only another process holds it (ours queue on _write_lock): wait on a
+                # thread with a busy timeout, the loop serving everything else meanwhile.
+                outcomes = await asyncio.to_thread(self._write_batch, live, True)
+        except Exception as err:  # BEGIN or COMMIT failed: none of the batch was written
+            for q in live:
+                if not q.future.done():
+                    q.future.set_exception(err)
+            return
+        for q, (error, value) in zip(live, outcomes, strict=True):
+            if q.future.done():
+                continue
+            if error is not None:
+                q.future.set_exception(error)
+            else:
+                q.future.set_result(value)
+
+    def _write_batch(
+        self, batch: Sequence[Queued[Any]], wait_for_lock: bool
+    ) -> list[tuple[Exception | None, Any]]:
+        """Each write of `batch` in its own savepoint of one transaction: (error, result)
+        for each. One write alone needs no savepoint: its error rolls the whole back."""
+        if len(batch) == 1:
+            return [(None, self._write_inline(batch[0].work, wait_for_lock))]
+
+        def each(conn: Connection) -> list[tuple[Exception | None, Any]]:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            out: list[tuple[Exception | None, Any]] = []
+            for q in batch:
+                run_sql(raw, "SAVEPOINT w")
                 try:
-                    return self._write_in(engine, work, False)
-                except _LockedByOther:
-                    # Only another process holds it (ours queue on _write_lock): wait on a
-                    # thread with a busy timeout, the loop serving everything else meanwhile.
-                    return await asyncio.to_thread(self._write_in, engine, work, True)
+                    value = q.work(conn)
+                except Exception as err:
+                    run_sql(raw, "ROLLBACK TO w")
+                    run_sql(raw, "RELEASE w")
+                    out.append((err, None))
+                else:
+                    run_sql(raw, "RELEASE w")
+                    out.append((None, value))
+            return out
+
+        return self._write_inline(each, wait_for_lock)
+
+    def _write_inline(self, work: Work[T], wait_for_lock: bool) -> T:
+        """`work` in a transaction on the held SQLite write connection, begun and committed on
+        the driver itself (SQLAlchemy's begin and commit cost more than the statements)."""
+        conn = self._engines.held(write=True)
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        waiting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if wait_for_lock:
+            waiting = waiting_for_lock(raw)
+        with waiting:
+            try:
+                run_sql(raw, "BEGIN IMMEDIATE")
+            except OperationalError as err:
+                if not wait_for_lock and is_busy(err):
+                    raise _LockedByOther from err
+                raise
+        try:
+            result = work(conn)
+            run_sql(raw, "COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.rollback()
+            raise
+        finally:
+            if conn.in_transaction():  # a statement that went through SQLAlchemy began one
+                conn.rollback()
+        return result
 
     def _write_in(self, engine: Engine, work: Work[T], wait_for_lock: bool) -> T:
         with engine.connect() as conn:
@@ -307,8 +403,8 @@ class RunStore:
                     return existing
             if run.event_delivery.topic:
                 self._ensure_topic(conn, run.event_delivery.topic)
-            conn.execute(_INSERT_RUN, rows.run_values(run, request_hash))
-            conn.execute(_INSERT_ATTEMPT, rows.attempt_values(run.attempt))
+            execute(conn, _INSERT_RUN, rows.run_values(run, request_hash))
+            execute(conn, _INSERT_ATTEMPT, rows.attempt_values(run.attempt))
             self.wakeups(conn).claimable = True
             return None
 
@@ -328,17 +424,18 @@ class RunStore:
         raise AlreadyExists(f"request_id '{run.request_id}' is being used concurrently")
 
     def _find_request(self, conn: Connection, run: Run, request_hash: str | None) -> Run | None:
-        row = conn.execute(_FIND_REQUEST, {"b_request_id": run.request_id}).first()
-        if row is None:
+        found = mappings(conn, _FIND_REQUEST, {"b_request_id": run.request_id})
+        if not found:
             return None
-        if row.request_hash != request_hash:
+        run_id = found[0]["id"]
+        if found[0]["request_hash"] != request_hash:
             raise AlreadyExists(
-                f"request_id '{run.request_id}' was already used by run '{row.id}' "
+                f"request_id '{run.request_id}' was already used by run '{run_id}' "
                 "with a different request body",
                 reason="REQUEST_ID_REUSED",
-                metadata={"request_id": run.request_id, "run_id": row.id},
+                metadata={"request_id": run.request_id, "run_id": run_id},
             )
-        return self._load_run(conn, row.id, False)
+        return self._load_run(conn, run_id, False)
 
     async def change_run(self, run_id: str, change: RunChange) -> Transition:
         """Lock the run, apply a domain change to it, write the result: one transaction."""
@@ -353,10 +450,8 @@ class RunStore:
         return transition
 
     def _ensure_topic(self, conn: Connection, topic: str) -> None:
-        insert = (sqlite_insert if self._engines.is_sqlite else pg_insert)(topics)
-        conn.execute(
-            insert.values(name=topic, last_cursor=0).on_conflict_do_nothing(index_elements=["name"])
-        )
+        stmt = _ENSURE_TOPIC_SQLITE if self._engines.is_sqlite else _ENSURE_TOPIC_PG
+        execute(conn, stmt, {"b_topic": topic})
 
     def _publish_to_topic(
         self, conn: Connection, run: Run, new_events: Sequence[Event]
@@ -365,13 +460,14 @@ class RunStore:
         holds its lock until commit, so cursors commit in the order they are handed out."""
         topic = run.event_delivery.topic
         n = len(new_events)
-        last = conn.execute(_BUMP_TOPIC, {"b_topic": topic, "b_n": n}).scalar_one()
+        last = mappings(conn, _BUMP_TOPIC, {"b_topic": topic, "b_n": n})[0]["last_cursor"]
         first = last - n + 1
         published = [
             TopicEvent(topic, first + i, e, run.event_delivery.attributes)
             for i, e in enumerate(new_events)
         ]
-        conn.execute(
+        execute_many(
+            conn,
             _INSERT_TOPIC_EVENTS,
             [
                 {"topic": topic, "cursor": p.cursor, "run_id": run.id, "seq": p.event.seq}
@@ -383,15 +479,15 @@ class RunStore:
     def _write_transition(self, conn: Connection, before: Run, t: Transition) -> list[TopicEvent]:
         after = t.run
         if after != before:
-            conn.execute(_UPDATE_RUN, {"b_run_id": after.id, **rows.run_changes(after)})
+            execute(conn, _UPDATE_RUN, {"b_run_id": after.id, **rows.run_changes(after)})
         if t.closed_attempt is not None:
             self._update_attempt(conn, t.closed_attempt)
-            conn.execute(_INSERT_ATTEMPT, rows.attempt_values(after.attempt))
+            execute(conn, _INSERT_ATTEMPT, rows.attempt_values(after.attempt))
         elif after.attempt != before.attempt:
             self._update_attempt(conn, after.attempt)
         if not t.events:
             return []
-        conn.execute(_INSERT_EVENTS, [rows.event_values(e) for e in t.events])
+        execute_many(conn, _INSERT_EVENTS, [rows.event_values(e) for e in t.events])
         self.wakeups(conn).add_events(after, t.events)
         if after.event_delivery.topic:
             return self._publish_to_topic(conn, after, t.events)
@@ -400,8 +496,10 @@ class RunStore:
     @staticmethod
     def _update_attempt(conn: Connection, attempt: Attempt) -> None:
         values = rows.attempt_values(attempt)
-        conn.execute(
-            _UPDATE_ATTEMPT, {"b_run_id": attempt.run_id, "b_attempt": attempt.number, **values}
+        execute(
+            conn,
+            _UPDATE_ATTEMPT,
+            {"b_run_id": attempt.run_id, "b_attempt": attempt.number, **values},
         )
 
     # -- reads -----------------------------------------------------------------------------

@@ -1,0 +1,205 @@
+"""Group commit on SQLite: writes that arrive together share one transaction, and each keeps
+its own outcome (store/group_commit.py, RunStore._commit_batch)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection
+
+from gyoza_grpc.domain import state_machine
+from gyoza_grpc.domain.errors import FailedPrecondition, NotFound
+from gyoza_grpc.domain.model import EventType, RunSpec
+from gyoza_grpc.domain.runs import new_run
+from gyoza_grpc.store import rows
+from gyoza_grpc.store.engine import make_engines
+from gyoza_grpc.store.group_commit import GroupCommit, Queued
+from gyoza_grpc.store.run_store import RunStore
+from gyoza_grpc.store.schema import migrate
+from gyoza_grpc.store.sqlite_direct import execute
+from gyoza_grpc.store.tables import attempts, runs
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SPEC = RunSpec(image="op:1", inputs={"n": 1})
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[RunStore]:
+    engines = make_engines(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
+    await migrate(engines)
+    try:
+        yield RunStore(engines)
+    finally:
+        await engines.dispose()
+
+
+def _group(store: RunStore) -> GroupCommit:
+    group = store._group
+    assert group is not None, "a SQLite file store commits in groups"
+    return group
+
+
+def _insert(run_id: str, *, then_fail: bool = False) -> Any:
+    """A raw write: a run row and its attempt; with then_fail, it raises after writing."""
+    run = new_run(SPEC, NOW, run_id)
+
+    def work(conn: Connection) -> str:
+        execute(conn, runs.insert(), rows.run_values(run))
+        execute(conn, attempts.insert(), rows.attempt_values(run.attempt))
+        if then_fail:
+            raise ValueError(f"{run_id} failed after writing")
+        return run_id
+
+    return work
+
+
+def _ids(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT id FROM runs")}
+
+
+async def test_writes_queued_together_commit_as_one_batch(store: RunStore) -> None:
+    group = _group(store)
+    before = group.batches
+    made = await asyncio.gather(*(store.create_run(new_run(SPEC, NOW)) for _ in range(10)))
+    assert group.batches == before + 1
+    assert all(created for _run, created in made)
+    assert len({run.id for run, _ in made}) == 10
+
+
+async def test_a_failing_write_is_rolled_back_alone(store: RunStore, tmp_path: Path) -> None:
+    group = _group(store)
+    before = group.batches
+    results = await asyncio.gather(
+        store._run_write(_insert("a")),
+        store._run_write(_insert("b", then_fail=True)),
+        store._run_write(_insert("c")),
+        return_exceptions=True,
+    )
+    assert group.batches == before + 1
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], ValueError)
+    # b's rows were written, then rolled back to its savepoint: no half-written run.
+    assert _ids(tmp_path / "g.db") == {"a", "c"}
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        assert db.execute("SELECT count(*) FROM attempts WHERE run_id='b'").fetchone() == (0,)
+
+
+async def test_domain_errors_reach_their_own_callers(store: RunStore) -> None:
+    """One batch: each write sees the ones before it (PROGRESS after COMPLETED is refused)."""
+    run, _ = await store.create_run(new_run(SPEC, NOW))
+
+    def event(kind: EventType, **fields: Any) -> Any:
+        given = state_machine.EventInput(type=kind, **fields)
+        return lambda r, now: state_machine.append_event(r, given, now)
+
+    group = _group(store)
+    before = group.batches
+    results = await asyncio.gather(
+        store.change_run("missing", event(EventType.PROGRESS, progress=1)),
+        store.change_run(run.id, event(EventType.STARTED)),
+        store.change_run(run.id, event(EventType.COMPLETED)),
+        store.change_run(run.id, event(EventType.PROGRESS, progress=7)),
+        return_exceptions=True,
+    )
+    assert group.batches == before + 1
+    assert isinstance(results[0], NotFound)
+    assert [e.type for e in results[1].events] == [EventType.STARTED]  # type: ignore[union-attr]
+    assert [e.type for e in results[2].events] == [EventType.COMPLETED]  # type: ignore[union-attr]
+    assert isinstance(results[3], FailedPrecondition)
+    stored, events = await store.get_run(run.id, with_events=True)
+    assert stored.state.value == "COMPLETED"
+    assert [e.type for e in events][-1] is EventType.COMPLETED
+
+
+async def test_events_of_one_run_keep_their_order(store: RunStore) -> None:
+    run, _ = await store.create_run(new_run(SPEC, NOW))
+    started = state_machine.EventInput(type=EventType.STARTED)
+    await store.change_run(run.id, lambda r, now: state_machine.append_event(r, started, now))
+
+    def progress(n: int) -> Any:
+        event = state_machine.EventInput(type=EventType.PROGRESS, progress=n, msg=str(n))
+        return lambda r, now: state_machine.append_event(r, event, now)
+
+    done = await asyncio.gather(*(store.change_run(run.id, progress(n)) for n in range(20)))
+    seqs = [t.events[0].seq for t in done]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 20
+    _, events = await store.get_run(run.id, with_events=True)
+    assert [e.msg for e in events if e.type is EventType.PROGRESS] == [str(n) for n in range(20)]
+
+
+async def test_a_caller_that_gave_up_before_its_batch_is_not_written(
+    store: RunStore, tmp_path: Path
+) -> None:
+    kept = asyncio.ensure_future(store._run_write(_insert("kept")))
+    dropped = asyncio.ensure_future(store._run_write(_insert("dropped")))
+    await asyncio.sleep(0)  # both queued, the batch not yet run
+    dropped.cancel()
+    assert await kept == "kept"
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert _ids(tmp_path / "g.db") == {"kept"}
+
+
+async def test_a_batch_waits_for_another_process_holding_the_lock(
+    store: RunStore, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        writes = asyncio.gather(*(store._run_write(_insert(f"r{n}")) for n in range(3)))
+        await asyncio.sleep(0.2)
+        assert not writes.done()
+        # The loop keeps serving reads meanwhile.
+        assert _ids(tmp_path / "g.db") == set()
+        other.execute("COMMIT")
+        assert sorted(await asyncio.wait_for(writes, 10)) == ["r0", "r1", "r2"]
+    finally:
+        other.close()
+    assert _ids(tmp_path / "g.db") == {"r0", "r1", "r2"}
+
+
+async def test_a_lone_writer_does_not_wait_for_the_window() -> None:
+    """Sequential writes arriving close together: a window that catches nothing makes the
+    next batches go at once (1, 2, 4... of them), so few of the writes wait."""
+    waits: list[int] = []
+
+    async def commit(batch: Sequence[Queued[Any]]) -> None:
+        for q in batch:
+            q.future.set_result(None)
+
+    group = GroupCommit(commit, asyncio.Lock(), window_s=3600)  # a wait would hang the test
+    loop = asyncio.get_running_loop()
+    original = loop.call_later
+
+    def spy(delay: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        waits.append(1)
+        return original(0, *args, **kwargs)  # make the window instant, but count it
+
+    loop.call_later = spy  # type: ignore[method-assign]
+    try:
+        for _ in range(200):
+            await group.submit(lambda conn: None)
+    finally:
+        loop.call_later = original  # type: ignore[method-assign]
+    assert group.writes == 200 and group.batches == 200
+    assert len(waits) <= 10
+
+
+async def test_max_batch_splits_a_long_queue() -> None:
+    sizes: list[int] = []
+
+    async def commit(batch: Sequence[Queued[Any]]) -> None:
+        sizes.append(len(batch))
+        for q in batch:
+            q.future.set_result(len(sizes))
+
+    group = GroupCommit(commit, asyncio.Lock(), max_batch=64)
+    await asyncio.gather(*(group.submit(lambda conn: None) for _ in range(100)))
+    assert sizes == [64, 36]
