@@ -36,6 +36,7 @@ from gyoza_grpc.store import rows
 from gyoza_grpc.store.db_errors import database_errors
 from gyoza_grpc.store.engine import Engines, is_busy, waiting_for_lock
 from gyoza_grpc.store.group_commit import GroupCommit, Queued
+from gyoza_grpc.store.run_cache import RunCache
 from gyoza_grpc.store.sqlite_direct import execute, execute_many, mappings
 from gyoza_grpc.store.sqlite_direct import run as run_sql
 from gyoza_grpc.store.tables import attempts, events, runs, topic_events, topics
@@ -168,6 +169,11 @@ class RunStore:
         self._origin = None if engines.is_sqlite else wakeup_origin
         # Keyed by the transaction's (synchronous) Connection.
         self._wakeups: dict[Connection, Wakeups] = {}
+        # SQLite file: the runs GetRun last read (store/run_cache.py), the runs the current write
+        # batch touched, and whether a batch runs on a thread (the cache is then bypassed).
+        self._cache = RunCache() if engines.inline is not None else None
+        self._touched: set[str] = set()
+        self._writing_elsewhere = False
         self._group = (
             GroupCommit(self._commit_batch, self._write_lock, window_s=group_window_s)
             if engines.inline_write is not None and isinstance(self._write_lock, asyncio.Lock)
@@ -205,12 +211,25 @@ class RunStore:
         if not live:
             return
         try:
+            await self._commit_live(live)
+        finally:
+            # After the COMMIT (or the rollback), before any caller hears of it.
+            if self._cache is not None:
+                self._cache.forget(self._touched)
+            self._touched.clear()
+
+    async def _commit_live(self, live: Sequence[Queued[Any]]) -> None:
+        try:
             try:
                 outcomes = self._write_batch(live, False)
             except _LockedByOther:
                 # Only another process holds it (ours queue on _write_lock): wait on a
                 # thread with a busy timeout, the loop serving everything else meanwhile.
-                outcomes = await asyncio.to_thread(self._write_batch, live, True)
+                self._writing_elsewhere = True
+                try:
+                    outcomes = await asyncio.to_thread(self._write_batch, live, True)
+                finally:
+                    self._writing_elsewhere = False
         except Exception as err:  # BEGIN or COMMIT failed: none of the batch was written
             for q in live:
                 if not q.future.done():
@@ -250,6 +269,12 @@ class RunStore:
             return out
 
         return self._write_inline(each, wait_for_lock)
+
+    def _data_version(self) -> int:
+        """SQLite's count of commits by other connections, seen from the write connection."""
+        raw = self._engines.held(write=True).connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        return int(run_sql(raw, "PRAGMA data_version").fetchone()[0])
 
     def _write_inline(self, work: Work[T], wait_for_lock: bool) -> T:
         """`work` in a transaction on the held SQLite write connection, begun and committed on
@@ -306,6 +331,15 @@ class RunStore:
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._write_transaction() as conn:
+                yield conn
+        finally:
+            if self._cache is not None:  # its statements are not ours to see: forget all
+                self._cache.clear()
+
+    @contextlib.asynccontextmanager
+    async def _write_transaction(self) -> AsyncIterator[AsyncConnection]:
         with database_errors():
             async with self._write_lock, self._engines.write.begin() as conn:
                 if self._origin is None:
@@ -441,6 +475,7 @@ class RunStore:
         """Lock the run, apply a domain change to it, write the result: one transaction."""
 
         def work(conn: Connection) -> tuple[Transition, list[TopicEvent]]:
+            self._touched.add(run_id)
             before = self._load_run(conn, run_id, True)
             transition = change(before, self._clock())
             return transition, self._write_transition(conn, before, transition)
@@ -505,6 +540,16 @@ class RunStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def get_run(self, run_id: str, *, with_events: bool = False) -> tuple[Run, list[Event]]:
+        cache = self._cache
+        if cache is not None and not with_events and not self._writing_elsewhere:
+            with database_errors():
+                cache.check(self._data_version())
+                run = cache.get(run_id)
+                if run is None:
+                    run = self._load_run(self._engines.held(write=False), run_id, False)
+                    cache.put(run)
+            return run, []
+
         def work(conn: Connection) -> tuple[Run, list[Event]]:
             run = self._load_run(conn, run_id, False)
             return run, self._attempt_events(conn, run) if with_events else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,25 +18,13 @@ from gyoza_grpc.domain.errors import FailedPrecondition, NotFound
 from gyoza_grpc.domain.model import EventType, RunSpec
 from gyoza_grpc.domain.runs import new_run
 from gyoza_grpc.store import rows
-from gyoza_grpc.store.engine import make_engines
 from gyoza_grpc.store.group_commit import GroupCommit, Queued
 from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.schema import migrate
 from gyoza_grpc.store.sqlite_direct import execute
 from gyoza_grpc.store.tables import attempts, runs
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = RunSpec(image="op:1", inputs={"n": 1})
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[RunStore]:
-    engines = make_engines(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
-    await migrate(engines)
-    try:
-        yield RunStore(engines)
-    finally:
-        await engines.dispose()
 
 
 def _group(store: RunStore) -> GroupCommit:

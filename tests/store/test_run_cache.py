@@ -1,0 +1,43 @@
+"""The GetRun cache of a SQLite file store (store/run_cache.py): never staler than the
+database, whoever wrote to it."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gyoza_grpc.domain import state_machine
+from gyoza_grpc.domain.model import EventType, RunSpec
+from gyoza_grpc.domain.runs import new_run
+from gyoza_grpc.store.run_store import RunStore
+from gyoza_grpc.store.tables import runs
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SPEC = RunSpec(image="op:1", inputs={"n": 1})
+
+
+async def test_get_run_sees_every_committed_change(store: RunStore) -> None:
+    run, _ = await store.create_run(new_run(SPEC, NOW))
+    first, _ = await store.get_run(run.id)
+    assert store._cache is not None and store._cache.get(run.id) == first
+    started = state_machine.EventInput(type=EventType.STARTED)
+    await store.change_run(run.id, lambda r, now: state_machine.append_event(r, started, now))
+    after, _ = await store.get_run(run.id)
+    assert after.state.value == "RUNNING"
+
+
+async def test_get_run_sees_a_write_by_another_process(store: RunStore, tmp_path: Path) -> None:
+    run, _ = await store.create_run(new_run(SPEC, NOW))
+    assert (await store.get_run(run.id))[0].priority == 5
+    with sqlite3.connect(tmp_path / "g.db") as other:
+        other.execute("UPDATE runs SET priority = 9 WHERE id = ?", (run.id,))
+    assert (await store.get_run(run.id))[0].priority == 9
+
+
+async def test_get_run_sees_a_sibling_store_write(store: RunStore) -> None:
+    run, _ = await store.create_run(new_run(SPEC, NOW))
+    assert (await store.get_run(run.id))[0].priority == 5
+    async with store.write_transaction() as conn:
+        await conn.execute(runs.update().where(runs.c.id == run.id).values(priority=2))
+    assert (await store.get_run(run.id))[0].priority == 2
