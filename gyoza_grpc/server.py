@@ -35,6 +35,7 @@ from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.model import Event, Run, TopicEvent
 from gyoza_grpc.ops.db_health import DatabaseHealth
+from gyoza_grpc.ops.log_format import flush_access_lines
 from gyoza_grpc.ops.metrics import ServerMetrics
 from gyoza_grpc.store.definition_store import DefinitionStore
 from gyoza_grpc.store.engine import Engines, make_engines
@@ -117,6 +118,7 @@ class GyozaServer:
         if self.wakeup is not None:
             await self.wakeup.stop()  # closes its own connection before the engine goes
         await self.server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s)
+        flush_access_lines()  # the drained calls' lines now, not at a later turn of the loop
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
         await self.engines.dispose()
