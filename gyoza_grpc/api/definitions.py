@@ -126,4 +126,6 @@ class DefinitionServicer(definitions_pb2_grpc.DefinitionServiceServicer):
             definitions.request_fingerprint(name, version, inputs, priority) if request_id else None
         )
         run, _created = await self._runs.create_run(run, fingerprint)
-        return definitions_pb2.CreateRunFromDefinitionResponse(run=convert.run_to_pb(run))
+        out = definitions_pb2.CreateRunFromDefinitionResponse()
+        convert.fill_run(out.run, run)
+        return out

@@ -30,6 +30,8 @@ UPDATE_PATHS = ("state", "outputs", "priority")
 # Run ids are UUIDs; a longer one is refused before it is echoed into an error's trailers
 # (a 5,000-character id made the client fail with RESOURCE_EXHAUSTED on metadata size).
 MAX_ID_LEN = 128
+# RunView's numbers, read once (EnumTypeWrapper.values() builds a new list per call).
+_RUN_VIEWS = frozenset(runs_pb2.RunView.values())
 
 
 def _run_id(value: str, field: str = "id") -> str:
@@ -37,7 +39,7 @@ def _run_id(value: str, field: str = "id") -> str:
 
 
 def _full_view(view: int) -> bool:
-    if view not in runs_pb2.RunView.values():
+    if view not in _RUN_VIEWS:
         raise InvalidArgument.field("view", f"unknown RunView {view}")
     return view == runs_pb2.RUN_VIEW_FULL
 
@@ -104,7 +106,9 @@ def _update_fields(
 
 
 def _event_response(event: Event) -> runs_pb2.WatchEventsResponse:
-    return runs_pb2.WatchEventsResponse(event=convert.event_to_pb(event))
+    out = runs_pb2.WatchEventsResponse()
+    convert.fill_event(out.event, event)
+    return out
 
 
 class RunServicer(runs_pb2_grpc.RunServiceServicer):
@@ -132,7 +136,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         run = new_run(spec, self._clock())
         fingerprint = spec_fingerprint(spec) if spec.request_id else None
         run, _created = await self._store.create_run(run, fingerprint)
-        return runs_pb2.CreateRunResponse(run=convert.run_to_pb(run))
+        out = runs_pb2.CreateRunResponse()
+        convert.fill_run(out.run, run)  # in place: no Run built and then copied in
+        return out
 
     @unary
     async def GetRun(
@@ -140,17 +146,21 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     ) -> runs_pb2.GetRunResponse:
         run_id = _run_id(request.id)
         run, run_events = await self._store.get_run(run_id, with_events=_full_view(request.view))
-        return runs_pb2.GetRunResponse(run=convert.run_to_pb(run, run_events))
+        out = runs_pb2.GetRunResponse()
+        convert.fill_run(out.run, run, run_events)
+        return out
 
     @unary
     async def ListRuns(
         self, request: runs_pb2.ListRunsRequest, context: Context
     ) -> runs_pb2.ListRunsResponse:
         page = await self._store.list_runs(_list_query(request))
-        return runs_pb2.ListRunsResponse(
-            data=[convert.run_to_pb(r, page.events.get(r.id, ())) for r in page.runs],
-            has_more=page.has_more,
-        )
+        out = runs_pb2.ListRunsResponse()
+        add = out.data.add
+        for r in page.runs:
+            convert.fill_run(add(), r, page.events.get(r.id, ()))
+        out.has_more = page.has_more
+        return out
 
     @unary
     async def UpdateRun(
@@ -169,7 +179,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                 max_events=self._max_events,
             ),
         )
-        return runs_pb2.UpdateRunResponse(run=convert.run_to_pb(t.run))
+        out = runs_pb2.UpdateRunResponse()
+        convert.fill_run(out.run, t.run)
+        return out
 
     @unary
     async def CancelRun(
@@ -180,7 +192,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         t = await self._store.change_run(
             run_id, lambda run, now: state_machine.cancel(run, reason, now)
         )
-        return runs_pb2.CancelRunResponse(run=convert.run_to_pb(t.run))
+        out = runs_pb2.CancelRunResponse()
+        convert.fill_run(out.run, t.run)
+        return out
 
     @unary
     async def RetryRun(
@@ -190,7 +204,9 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         t = await self._store.change_run(
             run_id, lambda run, now: state_machine.retry(run, now, max_events=self._max_events)
         )
-        return runs_pb2.RetryRunResponse(run=convert.run_to_pb(t.run))
+        out = runs_pb2.RetryRunResponse()
+        convert.fill_run(out.run, t.run)
+        return out
 
     @unary
     async def AddEvent(
@@ -205,7 +221,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             payload = convert.struct_to_dict(request.payload, "payload", bound)
             check_payload(payload, event_type, limits)
         else:
-            # The payload cap, checked on the one encoding struct_to_dict makes anyway.
+            # The payload cap, checked by struct_to_dict as it reads the payload.
             payload = convert.struct_to_dict(request.payload, "payload", limits.max_payload_bytes)
         event = state_machine.EventInput(
             type=event_type,
@@ -220,9 +236,10 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                 run, event, now, max_events=self._max_events
             ),
         )
-        return runs_pb2.AddEventResponse(
-            run=convert.run_to_pb(t.run), event=convert.event_to_pb(t.events[0])
-        )
+        out = runs_pb2.AddEventResponse()
+        convert.fill_run(out.run, t.run)
+        convert.fill_event(out.event, t.events[0])
+        return out
 
     @unary
     async def ListEvents(
@@ -245,9 +262,11 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             attempt=request.attempt,
             limit=limit,
         )
-        return runs_pb2.ListEventsResponse(
-            events=[convert.event_to_pb(e) for e in found], has_more=has_more
-        )
+        out = runs_pb2.ListEventsResponse(has_more=has_more)
+        add = out.events.add
+        for e in found:
+            convert.fill_event(add(), e)
+        return out
 
     @unary
     async def ListAttempts(

@@ -103,7 +103,9 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
         if request.attempt < 1:
             raise InvalidArgument.field("attempt", "must be the claim's attempt (1 or more)")
         run = await self._store.release(worker_id, run_id, request.attempt)
-        return workers_pb2.ReleaseRunResponse(run=convert.run_to_pb(run))
+        out = workers_pb2.ReleaseRunResponse()
+        convert.fill_run(out.run, run)
+        return out
 
     @unary
     async def ClaimRuns(
@@ -140,13 +142,13 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
                 due_in = (next_due - self._store.now).total_seconds()
                 timeout = min(timeout, max(due_in, 0.001))
             hops = await self._signal.wait(worker_id, version, timeout) or 0
-        claims = []
+        out = workers_pb2.ClaimRunsResponse()
         for c in claimed:
-            claim = workers_pb2.Claim(run=convert.run_to_pb(c.run), attempt=c.run.current_attempt)
+            claim = out.claims.add(attempt=c.run.current_attempt)
+            convert.fill_run(claim.run, c.run)  # in place: no Run built and then copied in
             if c.gpu_id is not None:
                 claim.gpu_id = c.gpu_id
-            claims.append(claim)
-        return workers_pb2.ClaimRunsResponse(claims=claims)
+        return out
 
     @unary
     async def GetWorker(

@@ -9,9 +9,10 @@ precise status rather than a crash or a slow death.
 | `max_events_per_run` | 10,000 | RESOURCE_EXHAUSTED (reason EVENT_LIMIT_REACHED) |
 | `max_watch_streams` | 10,000 | RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHERS) |
 
-JSON sizes are those of the canonical encoding (compact separators, UTF-8), measured on the
-one encoding that validates the document where it is read from the request (api/convert.py);
-only a COMPLETED payload is measured again, its outputs and the rest each against their cap.
+JSON sizes are those of the canonical encoding (compact separators, UTF-8), checked where
+the document is read from the request (api/convert.py: encoded only when its wire size,
+times six, could exceed the cap); only a COMPLETED payload is measured again, its outputs and
+the rest each against their cap.
 
 The event cap leaves a run able to finish: once a run holds `max_events_per_run` events,
 only the events that move it through its lifecycle (ASSIGNED, STARTED, COMPLETED, FAILED,
