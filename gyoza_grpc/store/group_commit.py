@@ -7,10 +7,11 @@ only after the batch's COMMIT (or with the COMMIT's error: then none of them was
 
 Why a time window and not "whatever queued during one turn of the loop": grpc.aio accepts one
 call per turn, so a per-turn batch holds one write (measured: 1.06 on average at concurrency
-32). Waiting `window_s` lets the calls grpc.aio is still accepting join. The wait is only paid
-when writes are arriving closer together than the window, and a window that caught no other
-write makes the next ones go without waiting (1, 2, 4... up to 64 batches): a lone caller
-writing in a tight loop, whose next write cannot come before this one is answered, seldom waits.
+32). A batch is sent once no write has joined it for `quiet_s`, or `max_wait_s` after its first
+write, or when it holds `max_batch`. Meanwhile the loop goes on accepting calls, whose writes
+join. A window that caught no other write makes the next batches go at once (1, 2, 4... up to
+64 of them): a lone caller writing in a loop, whose next write cannot come before this one is
+answered, seldom waits.
 """
 
 from __future__ import annotations
@@ -45,12 +46,15 @@ class GroupCommit:
         commit_batch: CommitBatch,
         lock: asyncio.Lock,
         *,
-        window_s: float = 0.0005,
+        quiet_s: float = 0.0005,
+        max_wait_s: float = 0.004,
         max_batch: int = 64,
     ) -> None:
         self._commit_batch = commit_batch
         self._lock = lock
-        self._window_s = window_s
+        self._quiet_s = quiet_s
+        self._max_wait_s = max_wait_s
+        self._deadline = 0.0
         self._max_batch = max_batch
         self._pending: list[Queued[Any]] = []
         self._timer: asyncio.Handle | None = None
@@ -70,19 +74,28 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append(Queued(work, future))
-        now = loop.time()
-        close_behind = now - self._last_arrival < self._window_s
-        self._last_arrival = now
+        now = self._last_arrival = loop.time()
         if len(self._pending) >= self._max_batch:
             self._start()
         elif self._timer is None and self._drain_task is None:
-            if close_behind and self._skips_left == 0:
-                self._windowed = True
-                self._timer = loop.call_later(self._window_s, self._start)
-            else:
-                self._skips_left = max(0, self._skips_left - 1)
+            if self._skips_left:
+                self._skips_left -= 1
                 self._timer = loop.call_soon(self._start)
+            else:
+                self._windowed = True
+                self._deadline = now + self._max_wait_s
+                self._timer = loop.call_at(now + self._quiet_s, self._check)
         return await future
+
+    def _check(self) -> None:
+        """Send the batch once no write has come for quiet_s, or max_wait_s after its first."""
+        self._timer = None
+        wake = min(self._last_arrival + self._quiet_s, self._deadline)
+        loop = asyncio.get_running_loop()
+        if wake > loop.time():
+            self._timer = loop.call_at(wake, self._check)
+        else:
+            self._start()
 
     def _start(self) -> None:
         if self._windowed:
