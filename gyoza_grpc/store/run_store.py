@@ -175,6 +175,8 @@ class RunStore:
         # batch touched, and whether a batch runs on a thread (the cache is then bypassed).
         self._cache = RunCache() if engines.inline is not None else None
         self._touched: set[str] = set()
+        # The runs as the current batch's writes left them: the cache's, once it commits.
+        self._batch_runs: dict[str, Run] = {}
         self._writing_elsewhere = False
         self._group = (
             GroupCommit(
@@ -217,15 +219,21 @@ class RunStore:
         live = [q for q in batch if not q.future.done()]  # a caller that gave up is not written
         if not live:
             return
+        committed = False
         try:
-            await self._commit_live(live)
+            committed = await self._commit_live(live)
         finally:
             # After the COMMIT (or the rollback), before any caller hears of it.
+            written, self._batch_runs = self._batch_runs, {}
             if self._cache is not None:
                 self._cache.forget(self._touched)
+                if committed:
+                    for run in written.values():
+                        self._cache.put(run)
             self._touched.clear()
 
-    async def _commit_live(self, live: Sequence[Queued[Any]]) -> None:
+    async def _commit_live(self, live: Sequence[Queued[Any]]) -> bool:
+        """Whether the batch committed (each write's own error aside)."""
         try:
             try:
                 outcomes = self._write_batch(live, False)
@@ -241,7 +249,7 @@ class RunStore:
             for q in live:
                 if not q.future.done():
                     q.future.set_exception(err)
-            return
+            return False
         for q, (error, value) in zip(live, outcomes, strict=True):
             if q.future.done():
                 continue
@@ -249,6 +257,7 @@ class RunStore:
                 q.future.set_exception(error)
             else:
                 q.future.set_result(value)
+        return True
 
     def _write_batch(
         self, batch: Sequence[Queued[Any]], wait_for_lock: bool
@@ -300,6 +309,8 @@ class RunStore:
                     raise _LockedByOther from err
                 raise
         try:
+            if self._cache is not None:  # holding the write lock: no commit can come between
+                self._cache.check(self._data_version())
             result = work(conn)
             run_sql(raw, "COMMIT")
         except BaseException:
@@ -409,6 +420,15 @@ class RunStore:
 
     # -- queries ---------------------------------------------------------------------------
 
+    def _current_run(self, conn: Connection, run_id: str) -> Run:
+        """The run as this write transaction sees it, locked: on a SQLite file, from what the
+        batch's earlier writes made of it, else from the cache (checked at BEGIN), else read."""
+        if self._cache is not None:
+            run = self._batch_runs.get(run_id) or self._cache.get(run_id)
+            if run is not None:
+                return run
+        return self._load_run(conn, run_id, True)
+
     def _load_run(self, conn: Connection, run_id: str, lock: bool) -> Run:
         # On PostgreSQL, lock the run row alone, then read it with its attempt in a new
         # statement (a new READ COMMITTED snapshot). A FOR UPDATE join that waited for a
@@ -446,6 +466,7 @@ class RunStore:
                 self._ensure_topic(conn, run.event_delivery.topic)
             execute(conn, _INSERT_RUN, rows.run_values(run, request_hash))
             execute(conn, _INSERT_ATTEMPT, rows.attempt_values(run.attempt))
+            self._batch_runs[run.id] = run
             self.wakeups(conn).claimable = True
             return None
 
@@ -483,9 +504,11 @@ class RunStore:
 
         def work(conn: Connection) -> tuple[Transition, list[TopicEvent]]:
             self._touched.add(run_id)
-            before = self._load_run(conn, run_id, True)
+            before = self._current_run(conn, run_id)
             transition = change(before, self._clock())
-            return transition, self._write_transition(conn, before, transition)
+            published = self._write_transition(conn, before, transition)
+            self._batch_runs[run_id] = transition.run
+            return transition, published
 
         transition, published = await self._run_write(work)
         self._notify(transition.run, transition.events, published)

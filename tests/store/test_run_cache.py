@@ -41,3 +41,26 @@ async def test_get_run_sees_a_sibling_store_write(store: RunStore) -> None:
     async with store.write_transaction() as conn:
         await conn.execute(runs.update().where(runs.c.id == run.id).values(priority=2))
     assert (await store.get_run(run.id))[0].priority == 2
+
+
+async def test_the_runs_writes_leave_in_the_cache_are_the_stored_ones(store: RunStore) -> None:
+    """The cache takes the runs a write batch made (no read back): each must equal what a
+    fresh read of the database gives, through every kind of transition."""
+    assert store._cache is not None
+
+    def event(kind: EventType, **fields: object) -> object:
+        given = state_machine.EventInput(type=kind, **fields)  # type: ignore[arg-type]
+        return lambda r, now: state_machine.append_event(r, given, now)
+
+    spec = RunSpec(image="op:1", inputs={"n": 1.5, "s": "x", "l": [1, None, {"k": True}]})
+    run, _ = await store.create_run(new_run(spec, NOW))
+    steps = [
+        event(EventType.STARTED),
+        event(EventType.PROGRESS, progress=40, msg="half", payload={"a": 1}),
+        event(EventType.FAILED, msg="boom", payload={"error": "x"}),
+    ]
+    for step in steps:
+        await store.change_run(run.id, step)  # type: ignore[arg-type]
+        cached = store._cache.get(run.id)
+        fresh = store._load_run(store._engines.held(write=False), run.id, False)
+        assert cached == fresh
