@@ -112,6 +112,16 @@ _ATTEMPTS_OF = (
 )
 
 
+# An attempt row's identity: never rewritten.
+_ATTEMPT_KEYS = ("run_id", "attempt", "id")
+
+
+def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns whose values differ: an UPDATE that names a column rewrites every index on
+    it even when the value is the same (a PROGRESS event would rewrite the state indexes)."""
+    return {k: v for k, v in after.items() if before.get(k) != v}
+
+
 class _LockedByOther(Exception):
     """SQLite's write lock is held by another process: wait for it off the loop."""
 
@@ -544,12 +554,14 @@ class RunStore:
     def _write_transition(self, conn: Connection, before: Run, t: Transition) -> list[TopicEvent]:
         after = t.run
         if after != before:
-            execute(conn, _UPDATE_RUN, {"b_run_id": after.id, **rows.run_changes(after)})
+            changes = _changed(rows.run_changes(before), rows.run_changes(after))
+            if changes:
+                execute(conn, _UPDATE_RUN, {"b_run_id": after.id, **changes})
         if t.closed_attempt is not None:
-            self._update_attempt(conn, t.closed_attempt)
+            self._update_attempt(conn, t.closed_attempt, before.attempt)
             execute(conn, _INSERT_ATTEMPT, rows.attempt_values(after.attempt))
         elif after.attempt != before.attempt:
-            self._update_attempt(conn, after.attempt)
+            self._update_attempt(conn, after.attempt, before.attempt)
         if not t.events:
             return []
         execute_many(conn, _INSERT_EVENTS, [rows.event_values(e) for e in t.events])
@@ -559,13 +571,18 @@ class RunStore:
         return []
 
     @staticmethod
-    def _update_attempt(conn: Connection, attempt: Attempt) -> None:
+    def _update_attempt(conn: Connection, attempt: Attempt, was: Attempt) -> None:
         values = rows.attempt_values(attempt)
-        execute(
-            conn,
-            _UPDATE_ATTEMPT,
-            {"b_run_id": attempt.run_id, "b_attempt": attempt.number, **values},
-        )
+        if was.number == attempt.number:
+            values = _changed(rows.attempt_values(was), values)
+        for key in _ATTEMPT_KEYS:
+            values.pop(key, None)
+        if values:
+            execute(
+                conn,
+                _UPDATE_ATTEMPT,
+                {"b_run_id": attempt.run_id, "b_attempt": attempt.number, **values},
+            )
 
     # -- reads -----------------------------------------------------------------------------
 
