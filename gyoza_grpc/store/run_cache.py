@@ -2,12 +2,12 @@
 
 GetRun is the call clients poll. On a SQLite file this process is the database's one writer, so
 it knows when a cached run goes stale, and keeps it exact:
-- every write transaction of the RunStore forgets the runs it touched right after its COMMIT,
-  before any caller hears of it (group commits: the whole batch's runs; the sibling stores'
-  transactions, whose statements the store does not see: everything);
-- a commit by any other connection (another process on the file, or this process's async
-  engine) changes `PRAGMA data_version` on the store's write connection, which nothing but
-  those commits changes: each lookup checks it first and starts afresh when it moved.
+- each group-commit batch forgets the runs it touched right after its COMMIT, before any
+  caller hears of it, then keeps the runs it wrote;
+- a commit that changed anything by any other connection (another process on the file, or
+  this process's async engine: the workers' and definitions' transactions) changes
+  `PRAGMA data_version` on the store's write connection, which nothing but those commits
+  changes: each use checks it first and starts afresh when it moved.
 A read that began before a write's COMMIT cannot fill the cache after it: reads run in line on
 the loop, start to finish. PostgreSQL (replicas, other writers) has no cache.
 """
@@ -46,6 +46,3 @@ class RunCache:
     def forget(self, run_ids: set[str]) -> None:
         for run_id in run_ids:
             self._runs.pop(run_id, None)
-
-    def clear(self) -> None:
-        self._runs.clear()

@@ -359,15 +359,9 @@ class RunStore:
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._write_transaction() as conn:
-                yield conn
-        finally:
-            if self._cache is not None:  # its statements are not ours to see: forget all
-                self._cache.clear()
-
-    @contextlib.asynccontextmanager
-    async def _write_transaction(self) -> AsyncIterator[AsyncConnection]:
+        # On a SQLite file, what it changes reaches the run cache through PRAGMA data_version
+        # (the async engine's connection is not the held one); one that changes nothing, like
+        # most eviction sweeps, leaves the cache be.
         with database_errors():
             async with self._write_lock, self._engines.write.begin() as conn:
                 if self._origin is None:

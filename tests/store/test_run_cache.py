@@ -64,3 +64,13 @@ async def test_the_runs_writes_leave_in_the_cache_are_the_stored_ones(store: Run
         cached = store._cache.get(run.id)
         fresh = store._load_run(store._engines.held(write=False), run.id, False)
         assert cached == fresh
+
+
+async def test_a_write_transaction_that_changes_nothing_keeps_the_cache(store: RunStore) -> None:
+    """The eviction sweep opens one every few seconds and seldom changes anything."""
+    run, _ = await store.create_run(new_run(SPEC, NOW))
+    await store.get_run(run.id)
+    async with store.write_transaction() as conn:
+        await conn.execute(runs.select().where(runs.c.id == "nothing"))
+    assert (await store.get_run(run.id))[0].priority == 5
+    assert store._cache is not None and store._cache.get(run.id) is not None
