@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gyoza_grpc.config import SQLITE_SYNCHRONOUS
+from gyoza_grpc.store.checkpointer import SAFETY_NET_PAGES, WalCheckpointer
 
 _WRITE_OPTION = "gyoza_write"
 
@@ -44,6 +45,8 @@ class Engines:
     inline_write: Engine | None = None
     # The connections kept checked out of `inline` / `inline_write` (see held()).
     _held: dict[bool, Connection] = field(default_factory=dict, repr=False, compare=False)
+    # SQLite files: WAL checkpoints on a thread (store/checkpointer.py), stopped by dispose().
+    checkpointer: WalCheckpointer | None = field(default=None, repr=False, compare=False)
 
     def held(self, *, write: bool) -> Connection:
         """A connection of `inline_write` (or `inline`) kept checked out until dispose(): a
@@ -58,6 +61,8 @@ class Engines:
         return conn
 
     async def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         for conn in self._held.values():
             conn.close()
         self._held.clear()
@@ -93,7 +98,10 @@ def make_engines(
             raise ValueError(f"sqlite synchronous must be one of {SQLITE_SYNCHRONOUS}")
         _setup_sqlite(engine.sync_engine, sqlite_synchronous)
         inline: Engine | None = None
+        checkpointer: WalCheckpointer | None = None
         if database and database != ":memory:" and not database.startswith("file:"):
+            checkpointer = WalCheckpointer(database)
+            checkpointer.start()
             # check_same_thread=False: a write that must wait for another process's lock
             # runs on a worker thread (RunStore._run_write).
             inline = create_engine(
@@ -112,6 +120,7 @@ def make_engines(
             inline_write=(
                 inline.execution_options(**{_WRITE_OPTION: True}) if inline is not None else None
             ),
+            checkpointer=checkpointer,
         )
     if backend == "postgresql":
         connect_args: dict[str, Any] = {}
@@ -207,6 +216,8 @@ def _setup_sqlite(engine: Engine, synchronous: str) -> None:
             f"PRAGMA synchronous={synchronous.upper()}",
             "PRAGMA busy_timeout=0",  # see _InlineConnection._execute
             "PRAGMA foreign_keys=ON",
+            # A file's checkpoints run on WalCheckpointer's thread; this is the backstop.
+            f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}",
         ):
             cursor.execute(pragma)
         cursor.close()

@@ -1,0 +1,43 @@
+"""WAL checkpoints run on the checkpointer's thread, and stop with the engines."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gyoza_grpc.domain.model import RunSpec
+from gyoza_grpc.domain.runs import new_run
+from gyoza_grpc.store.checkpointer import SAFETY_NET_PAGES
+from gyoza_grpc.store.engine import make_engines
+from gyoza_grpc.store.run_store import RunStore
+from gyoza_grpc.store.schema import migrate
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_the_thread_checkpoints_what_the_writers_append(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    engines = make_engines(f"sqlite+aiosqlite:///{path}")
+    try:
+        await migrate(engines)
+        store = RunStore(engines)
+        raw = engines.held(write=True).connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == SAFETY_NET_PAGES
+        spec = RunSpec(image="op:1", inputs={"n": 1})
+        await asyncio.gather(*(store.create_run(new_run(spec, NOW)) for _ in range(300)))
+        checkpointer = engines.checkpointer
+        assert checkpointer is not None
+        for _ in range(100):  # the thread copies the frames back within a few of its rounds
+            await asyncio.sleep(0.05)
+            last = checkpointer.last
+            if last is not None and last[1] > 0 and last[2] == last[1]:
+                break
+        else:
+            raise AssertionError(f"no complete checkpoint by the thread: {checkpointer.last}")
+    finally:
+        await engines.dispose()
+    assert engines.checkpointer is not None
+    assert not engines.checkpointer._thread.is_alive()
