@@ -74,3 +74,22 @@ async def test_a_write_transaction_that_changes_nothing_keeps_the_cache(store: R
         await conn.execute(runs.select().where(runs.c.id == "nothing"))
     assert (await store.get_run(run.id))[0].priority == 5
     assert store._cache is not None and store._cache.get(run.id) is not None
+
+
+def test_the_cache_keeps_to_its_count_and_bytes_and_skips_big_runs() -> None:
+    from gyoza_grpc.store.run_cache import ENTRY_OVERHEAD, MAX_ENTRY_BYTES, RunCache
+
+    cache = RunCache(limit=3, budget_bytes=10 * ENTRY_OVERHEAD)
+    made = [new_run(SPEC, NOW) for _ in range(5)]
+    for run in made:
+        cache.put(run)
+    assert [cache.get(r.id) for r in made] == [None, None, *made[2:]]  # the oldest went
+    big = new_run(RunSpec(image="op:1", inputs={"blob": "x" * MAX_ENTRY_BYTES}), NOW)
+    cache.put(big)
+    assert cache.get(big.id) is None  # a 64 KiB document is read back, not kept
+    by_bytes = RunCache(limit=100, budget_bytes=3 * ENTRY_OVERHEAD + 100)
+    for run in made:
+        by_bytes.put(run)
+    assert sum(by_bytes.get(r.id) is not None for r in made) == 3
+    by_bytes.forget({made[-1].id})
+    assert by_bytes.get(made[-1].id) is None
