@@ -65,7 +65,7 @@ class GroupCommit:
         self._skip = 0
         self._skips_left = 0
         self._windowed = False
-        # Batch sizes since the start, for the metrics and the benchmarks.
+        # Batches and writes since the start, for tests and diagnostics.
         self.batches = 0
         self.writes = 0
 

@@ -6,8 +6,9 @@ returns (the run, its attempts, its events with seqs taken from the run row), co
 then tells the fan-out. The store never decides a transition itself.
 
 Each operation is a plain synchronous function of a Connection, run as one unit: on a SQLite
-file straight on the event loop (its statements take microseconds; see engine.py), on
-PostgreSQL in one SQLAlchemy greenlet per transaction (not one per statement).
+file straight on the event loop (its statements take microseconds; see engine.py), the writes
+grouped into shared transactions (store/group_commit.py); on PostgreSQL in one SQLAlchemy
+greenlet per transaction (not one per statement).
 """
 
 from __future__ import annotations
@@ -220,9 +221,7 @@ class RunStore:
             if self._group is not None:
                 return await self._group.submit(work)
             async with self._write_lock:
-                return await greenlet_spawn(
-                    self._write_in, self._engines.write.sync_engine, work, False
-                )
+                return await greenlet_spawn(self._write_in, self._engines.write.sync_engine, work)
 
     async def _commit_batch(self, batch: Sequence[Queued[Any]]) -> None:
         """One group commit's batch in one transaction; answers each queued future."""
@@ -332,18 +331,11 @@ class RunStore:
                 conn.rollback()
         return result
 
-    def _write_in(self, engine: Engine, work: Work[T], wait_for_lock: bool) -> T:
+    def _write_in(self, engine: Engine, work: Work[T]) -> T:
+        """`work` in a transaction of SQLAlchemy's (PostgreSQL, or a SQLite database that is
+        not a file); a busy SQLite is waited for by the async engine's own connection."""
         with engine.connect() as conn:
-            waiting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-            if wait_for_lock:
-                waiting = waiting_for_lock(conn.connection.driver_connection)  # type: ignore[arg-type]
-            with waiting:
-                try:
-                    tx = conn.begin()  # BEGIN IMMEDIATE on SQLite
-                except OperationalError as err:
-                    if not wait_for_lock and self._engines.is_sqlite and is_busy(err):
-                        raise _LockedByOther from err
-                    raise
+            tx = conn.begin()  # BEGIN IMMEDIATE on SQLite
             with tx:
                 if self._origin is None:
                     return work(conn)
