@@ -5,31 +5,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from datetime import datetime, timedelta
 
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.ids import uuid7_pair
 from gyoza_grpc.domain.model import Attempt, Run, RunSpec, RunState
 
 MAX_IMAGE_LEN = 1024
 MAX_REQUEST_ID_LEN = 256
 MAX_TOPIC_LEN = 256
 _NO_TIME = timedelta(0)
-
-
-def _random_ids() -> tuple[str, str]:
-    """Two random UUIDs (version 4), spelled as str(uuid.uuid4()) spells them, from one read
-    of os.urandom: two uuid.uuid4() calls were most of new_run's cost."""
-    b = bytearray(os.urandom(32))
-    for i in (6, 22):
-        b[i] = b[i] & 0x0F | 0x40  # version 4
-    for i in (8, 24):
-        b[i] = b[i] & 0x3F | 0x80  # RFC 4122 variant
-    h = b.hex()
-    return (
-        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}",
-        f"{h[32:40]}-{h[40:44]}-{h[44:48]}-{h[48:52]}-{h[52:]}",
-    )
 
 
 def spec_violations(spec: RunSpec) -> list[FieldViolation]:
@@ -75,8 +60,8 @@ def new_run(spec: RunSpec, now: datetime, run_id: str | None = None) -> Run:
     violations = spec_violations(spec)
     if violations:
         raise InvalidArgument.for_fields(violations)
-    random_id, attempt_id = _random_ids()
-    rid = run_id or random_id
+    new_id, attempt_id = uuid7_pair(now)
+    rid = run_id or new_id
     attempt = Attempt(run_id=rid, number=1, id=attempt_id, state=RunState.PENDING, created_at=now)
     return Run(
         id=rid,

@@ -8,13 +8,13 @@ current attempt, when a failure is retried, and how stale workers are fenced off
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from gyoza_grpc.domain.errors import FailedPrecondition, InvalidArgument
+from gyoza_grpc.domain.ids import uuid7
 from gyoza_grpc.domain.limits import check_event_cap
 from gyoza_grpc.domain.model import (
     JSON,
@@ -124,7 +124,7 @@ class _Builder:
         attempt = Attempt(
             run_id=run.id,
             number=number,
-            id=str(uuid.uuid4()),
+            id=uuid7(self.now),
             state=RunState.PENDING,
             created_at=self.now,
         )

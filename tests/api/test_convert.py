@@ -745,14 +745,22 @@ def test_unset_parts_of_a_request_read_as_the_defaults() -> None:
 # -- new run ids -----------------------------------------------------------------------------
 
 
-def test_new_run_ids_are_uuid4_strings() -> None:
+def test_new_run_ids_are_uuid7_strings_of_created_at() -> None:
     seen: set[str] = set()
+    now = datetime(2026, 11, 26, 14, 30, 1, 234567, tzinfo=UTC)
     for _ in range(200):
-        run = new_run(RunSpec(image="i"), datetime.now(UTC))
+        run = new_run(RunSpec(image="i"), now)
         for value in (run.id, run.attempt.id):
             parsed = uuid.UUID(value)
-            assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+            assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
             assert str(parsed) == value
+            assert parsed.int >> 80 == to_us(now) // 1000  # the 48-bit Unix milliseconds
             seen.add(value)
     assert len(seen) == 400
+
+
+def test_new_run_ids_sort_by_creation_time() -> None:
+    t0 = datetime(2026, 11, 26, tzinfo=UTC)
+    ids = [new_run(RunSpec(image="i"), t0 + timedelta(milliseconds=n)).id for n in range(50)]
+    assert ids == sorted(ids)
     assert new_run(RunSpec(image="i"), datetime.now(UTC), run_id="given").id == "given"

@@ -67,6 +67,51 @@ async def test_head_matches_the_tables(empty_url: str) -> None:
         await engines.dispose()
 
 
+_PARTIAL = {
+    "ix_runs_op_definition_created": "op_definition",
+    "ix_runs_topic_created": "topic",
+    "uq_runs_request_id": "request_id",
+}
+
+
+async def _index_sql(engines: Engines) -> dict[str, str]:
+    query = (
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+        if engines.is_sqlite
+        else "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'runs'"
+    )
+    async with engines.read.connect() as conn:
+        return {str(n): str(s) for n, s in (await conn.execute(sa.text(query))).all()}
+
+
+async def test_nullable_run_columns_have_partial_indexes_that_queries_use(
+    empty_url: str,
+) -> None:
+    engines = make_engines(empty_url)
+    try:
+        await migrate(engines, "0003")
+        before = await _index_sql(engines)
+        assert all("WHERE" not in before[n] for n in _PARTIAL)
+        await migrate(engines)
+        found = await _index_sql(engines)
+        for name, column in _PARTIAL.items():
+            assert f"WHERE ({column} IS NOT NULL)" in found[name] or (
+                f"WHERE {column} IS NOT NULL" in found[name]
+            ), found[name]
+        if engines.is_sqlite:
+            async with engines.read.connect() as conn:
+                for name, column in _PARTIAL.items():
+                    plan = (
+                        await conn.execute(
+                            sa.text(f"EXPLAIN QUERY PLAN SELECT id FROM runs WHERE {column} = :v"),
+                            {"v": "x"},
+                        )
+                    ).all()
+                    assert any(name in str(row) for row in plan), plan
+    finally:
+        await engines.dispose()
+
+
 async def test_upgrade_from_the_first_revision_keeps_data(empty_url: str) -> None:
     engines = make_engines(empty_url)
     try:
