@@ -28,6 +28,7 @@ from gyoza_grpc.api.auth import AuthInterceptor, log_access
 from gyoza_grpc.api.decoding import DecodeErrorInterceptor
 from gyoza_grpc.api.definitions import DefinitionServicer
 from gyoza_grpc.api.health import HealthServicer
+from gyoza_grpc.api.registration import WrappingServer
 from gyoza_grpc.api.runs import RunServicer
 from gyoza_grpc.api.topics import TopicServicer
 from gyoza_grpc.api.workers import WorkerServicer
@@ -179,38 +180,41 @@ async def start_server(
     limits = config.limits
     # Larger requests get RESOURCE_EXHAUSTED from grpc itself, before any handler runs.
     size_options = [("grpc.max_receive_message_length", limits.max_message_bytes)]
-    # The access log first: it sees (and logs) what the interceptors after it refuse. Then
-    # auth: it refuses a call before anything else looks at it.
-    interceptors: list[grpc.aio.ServerInterceptor] = [
-        AccessLogInterceptor(metrics),
-        DecodeErrorInterceptor(),
-    ]
+    access_log, decode_errors = AccessLogInterceptor(metrics), DecodeErrorInterceptor()
+    options = [*SERVER_OPTIONS, *size_options, *extra_options]
     if config.api_keys:
-        interceptors.insert(1, AuthInterceptor(config.api_keys))
-    server = grpc.aio.server(
-        options=[*SERVER_OPTIONS, *size_options, *extra_options], interceptors=interceptors
-    )
+        # Per call: the access log first, so it sees (and logs) what auth refuses; auth
+        # before anything else looks at the call.
+        interceptors = [access_log, AuthInterceptor(config.api_keys), decode_errors]
+        server = grpc.aio.server(options=options, interceptors=interceptors)
+        services: grpc.aio.Server = server
+    else:
+        # Nothing depends on the call: each handler is wrapped once, as it is added.
+        server = grpc.aio.server(options=options)
+        services = WrappingServer(
+            server, lambda method, h: access_log.wrap(method, decode_errors.wrap(method, h))
+        )
     slots = WatchSlots(limits.max_watch_streams)
     runs_pb2_grpc.add_RunServiceServicer_to_server(
-        RunServicer(store, watcher, clock=clock, limits=limits, watch_slots=slots), server
+        RunServicer(store, watcher, clock=clock, limits=limits, watch_slots=slots), services
     )
     topics_pb2_grpc.add_TopicServiceServicer_to_server(
-        TopicServicer(store, watcher, watch_slots=slots), server
+        TopicServicer(store, watcher, watch_slots=slots), services
     )
     definitions_pb2_grpc.add_DefinitionServiceServicer_to_server(
         DefinitionServicer(
             DefinitionStore(engines, store, clock=clock), store, clock=clock, limits=limits
         ),
-        server,
+        services,
     )
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(worker_store, work_signal, lease_s=config.lease_seconds), server
+        WorkerServicer(worker_store, work_signal, lease_s=config.lease_seconds), services
     )
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     if config.reflection:
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), services
         )
     try:
         if credentials is None:

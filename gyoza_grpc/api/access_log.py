@@ -213,7 +213,11 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        return self.wrap(handler_call_details.method, handler)
+
+    def wrap(self, method: str, handler: Any) -> Any:
+        """`handler` logging and counting its calls: made once per method and kept (also
+        used at registration, by api/registration.py, when no interceptor runs)."""
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]

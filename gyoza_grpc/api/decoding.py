@@ -55,10 +55,13 @@ class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         continuation: Callable[[Any], Awaitable[Any]],
         handler_call_details: Any,
     ) -> Any:
-        handler = await continuation(handler_call_details)
+        return self.wrap(handler_call_details.method, await continuation(handler_call_details))
+
+    def wrap(self, method: str, handler: Any) -> Any:
+        """`handler` answering an undecodable request with INVALID_ARGUMENT: made once per
+        method and kept (also used at registration, by api/registration.py)."""
         if handler is None or handler.request_streaming:
             return handler
-        method = handler_call_details.method
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gyoza_grpc.config import SQLITE_SYNCHRONOUS
 from gyoza_grpc.store.checkpointer import SAFETY_NET_PAGES, WalCheckpointer
+from gyoza_grpc.store.wal_header import WalHeader
 
 _WRITE_OPTION = "gyoza_write"
 
@@ -47,6 +48,9 @@ class Engines:
     _held: dict[bool, Connection] = field(default_factory=dict, repr=False, compare=False)
     # SQLite files: WAL checkpoints on a thread (store/checkpointer.py), stopped by dispose().
     checkpointer: WalCheckpointer | None = field(default=None, repr=False, compare=False)
+    # SQLite files: the file's path, and its WAL-index header once mapped (see wal_header()).
+    sqlite_file: str | None = None
+    _wal: dict[str, WalHeader | None] = field(default_factory=dict, repr=False, compare=False)
 
     def held(self, *, write: bool) -> Connection:
         """A connection of `inline_write` (or `inline`) kept checked out until dispose(): a
@@ -60,9 +64,23 @@ class Engines:
             conn = self._held[write] = engine.connect()
         return conn
 
+    def wal_header(self) -> WalHeader | None:
+        """The SQLite file's WAL-index header (store/wal_header.py), mapped once the held
+        write connection has the file open in WAL mode; None: ask SQLite instead."""
+        if "file" not in self._wal:
+            header = None
+            if self.sqlite_file is not None:
+                self.held(write=True)  # the -shm exists, and stays while this is open
+                header = WalHeader.open(self.sqlite_file)
+            self._wal["file"] = header
+        return self._wal["file"]
+
     async def dispose(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.stop()
+        header = self._wal.pop("file", None)
+        if header is not None:  # unmapped before the connections that keep the -shm go
+            header.close()
         for conn in self._held.values():
             conn.close()
         self._held.clear()
@@ -121,6 +139,7 @@ def make_engines(
                 inline.execution_options(**{_WRITE_OPTION: True}) if inline is not None else None
             ),
             checkpointer=checkpointer,
+            sqlite_file=database if inline is not None else None,
         )
     if backend == "postgresql":
         connect_args: dict[str, Any] = {}

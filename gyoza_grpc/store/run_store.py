@@ -301,6 +301,18 @@ class RunStore:
         assert isinstance(raw, sqlite3.Connection)
         return int(run_sql(raw, "PRAGMA data_version").fetchone()[0])
 
+    def _check_cache(self, cache: RunCache) -> None:
+        """Drop the cache if another connection has committed since it was last checked:
+        asked of SQLite only when the WAL-index header has changed (store/wal_header.py)."""
+        header = self._engines.wal_header()
+        if header is None:
+            cache.check(self._data_version())
+            return
+        now = header.read()
+        if now != header.seen:
+            cache.check(self._data_version())
+            header.seen = now  # read before the pragma: a commit in between changes it
+
     def _write_inline(self, work: Work[T], wait_for_lock: bool) -> T:
         """`work` in a transaction on the held SQLite write connection, begun and committed on
         the driver itself (SQLAlchemy's begin and commit cost more than the statements)."""
@@ -576,7 +588,7 @@ class RunStore:
         cache = self._cache
         if cache is not None and not with_events and not self._writing_elsewhere:
             with database_errors():
-                cache.check(self._data_version())
+                self._check_cache(cache)
                 run = cache.get(run_id)
                 if run is None:
                     run = self._load_run(self._engines.held(write=False), run_id, False)
