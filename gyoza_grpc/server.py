@@ -119,7 +119,7 @@ class GyozaServer:
         if self.wakeup is not None:
             await self.wakeup.stop()  # closes its own connection before the engine goes
         await self.server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s)
-        flush_access_lines()  # the drained calls' lines now, not at a later turn of the loop
+        flush_access_lines()  # the drained calls' lines now, not up to 50 ms later
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
         await self.engines.dispose()

@@ -10,7 +10,7 @@ fields to read are found once per method, the metric children once per (method, 
 the line is made only when the `gyoza_grpc.access` logger is enabled for INFO. When the line
 would reach nothing but configure_logging's handler, it is made straight from the fields, in
 exactly the layout the formatter would give the record, and queued on the handler (one write
-per turn of the event loop): no LogRecord, no Formatter. Otherwise it goes through `logging`.
+per FLUSH_AFTER_S, 50 ms): no LogRecord, no Formatter. Otherwise it goes through `logging`.
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ def test_formatter_settings_and_level_names_are_followed(fmt: str, clock: list[f
     assert "NOTE" in out[True]
 
 
-async def test_a_turn_of_the_loop_is_one_write_in_order(clock: list[float]) -> None:
+async def test_the_lines_of_a_flush_interval_are_one_write_in_order(clock: list[float]) -> None:
     stream = Stream()
     handler = LogHandler(stream, JsonFormatter())
     m = _methods()["get"]
@@ -218,9 +218,11 @@ async def test_a_turn_of_the_loop_is_one_write_in_order(clock: list[float]) -> N
             m.finish(runs_pb2.GetRunRequest(id=f"r-{i}"), _Context(), "OK", 0.001)
         assert stream.writes == 0  # queued
         await asyncio.sleep(0)
+        assert stream.writes == 0  # still: lines go out FLUSH_AFTER_S after the first
+        await asyncio.sleep(log_format.FLUSH_AFTER_S * 1.5)
         assert (stream.writes, stream.flushes) == (1, 1)
         m.finish(runs_pb2.GetRunRequest(id="r-5"), _Context(), "OK", 0.001)
-        await asyncio.sleep(0)
+        await asyncio.sleep(log_format.FLUSH_AFTER_S * 1.5)
     assert stream.writes == 2
     ids = [line.split('"run_id": ')[1] for line in stream.getvalue().splitlines()]
     assert ids == [f'"r-{i}"}}' for i in range(6)]
@@ -235,7 +237,7 @@ async def test_a_full_queue_is_written_at_once(clock: list[float]) -> None:
         for i in range(count):
             m.finish(runs_pb2.GetRunRequest(id=f"r-{i}"), _Context(), "OK", 0.001)
         assert stream.writes == 2
-        await asyncio.sleep(0)
+        await asyncio.sleep(log_format.FLUSH_AFTER_S * 1.5)
     lines = stream.getvalue().splitlines()
     assert [line.rsplit("run_id=", 1)[1] for line in lines] == [f'"r-{i}"' for i in range(count)]
 
@@ -248,7 +250,7 @@ async def test_other_records_keep_their_place_after_queued_lines(clock: list[flo
         m.finish(runs_pb2.GetRunRequest(id="first"), _Context(), "OK", 0.001)
         logging.getLogger("gyoza_grpc.server").warning("in between")
         m.finish(runs_pb2.GetRunRequest(id="last"), _Context(), "OK", 0.001)
-        await asyncio.sleep(0)
+        await asyncio.sleep(log_format.FLUSH_AFTER_S * 1.5)
     first, between, last = stream.getvalue().splitlines()
     assert first.endswith('run_id="first"') and last.endswith('run_id="last"')
     assert between.endswith("WARNING gyoza_grpc.server in between")
