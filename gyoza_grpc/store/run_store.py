@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -121,6 +122,38 @@ def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, A
     """The columns whose values differ: an UPDATE that names a column rewrites every index on
     it even when the value is the same (a PROGRESS event would rewrite the state indexes)."""
     return {k: v for k, v in after.items() if before.get(k) != v}
+
+
+class _PartlyWritten(Exception):
+    """A write of a batch without savepoints failed after changing rows."""
+
+
+def _each_write(
+    batch: Sequence[Queued[Any]], savepoints: bool, conn: Connection
+) -> list[tuple[Exception | None, Any]]:
+    """The writes of `batch` in turn, each write's error kept as its outcome (see
+    RunStore._write_batch)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    out: list[tuple[Exception | None, Any]] = []
+    for q in batch:
+        if savepoints:
+            run_sql(raw, "SAVEPOINT w")
+        changes = raw.total_changes
+        try:
+            value = q.work(conn)
+        except Exception as err:
+            if savepoints:
+                run_sql(raw, "ROLLBACK TO w")
+                run_sql(raw, "RELEASE w")
+            elif raw.total_changes != changes:
+                raise _PartlyWritten from err
+            out.append((err, None))
+        else:
+            if savepoints:
+                run_sql(raw, "RELEASE w")
+            out.append((None, value))
+    return out
 
 
 class _LockedByOther(Exception):
@@ -271,29 +304,19 @@ class RunStore:
     def _write_batch(
         self, batch: Sequence[Queued[Any]], wait_for_lock: bool
     ) -> list[tuple[Exception | None, Any]]:
-        """Each write of `batch` in its own savepoint of one transaction: (error, result)
-        for each. One write alone needs no savepoint: its error rolls the whole back."""
+        """Each write of `batch` in one transaction: (error, result) for each. One write alone
+        needs nothing more: its error rolls the whole back. Several first go without
+        savepoints (two statements fewer each): a write that fails before changing a row
+        (a domain error, a refused INSERT) leaves nothing to undo. Only when one fails after
+        changing rows is the transaction rolled back and the batch run again, each write in
+        its own savepoint."""
         if len(batch) == 1:
             return [(None, self._write_inline(batch[0].work, wait_for_lock))]
-
-        def each(conn: Connection) -> list[tuple[Exception | None, Any]]:
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            out: list[tuple[Exception | None, Any]] = []
-            for q in batch:
-                run_sql(raw, "SAVEPOINT w")
-                try:
-                    value = q.work(conn)
-                except Exception as err:
-                    run_sql(raw, "ROLLBACK TO w")
-                    run_sql(raw, "RELEASE w")
-                    out.append((err, None))
-                else:
-                    run_sql(raw, "RELEASE w")
-                    out.append((None, value))
-            return out
-
-        return self._write_inline(each, wait_for_lock)
+        try:
+            return self._write_inline(partial(_each_write, batch, False), wait_for_lock)
+        except _PartlyWritten:
+            self._batch_runs.clear()  # what the rolled-back pass made of its runs
+            return self._write_inline(partial(_each_write, batch, True), wait_for_lock)
 
     def _data_version(self) -> int:
         """SQLite's count of commits by other connections, seen from the write connection."""

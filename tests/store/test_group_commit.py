@@ -191,3 +191,55 @@ async def test_max_batch_splits_a_long_queue() -> None:
     group = GroupCommit(commit, asyncio.Lock(), max_batch=64)
     await asyncio.gather(*(group.submit(lambda conn: None) for _ in range(100)))
     assert sizes == [64, 36]
+
+
+def _count_transactions(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    begun: list[int] = []
+    real = store._write_inline
+
+    def counted(work: Any, wait_for_lock: bool) -> Any:
+        begun.append(1)
+        return real(work, wait_for_lock)
+
+    monkeypatch.setattr(store, "_write_inline", counted)
+    return begun
+
+
+async def test_a_write_failing_before_it_changes_rows_costs_no_second_pass(
+    store: RunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.create_run(new_run(SPEC, NOW, "dup"))
+    begun = _count_transactions(store, monkeypatch)
+    results = await asyncio.gather(
+        store._run_write(_insert("a")),
+        store._run_write(_insert("dup")),  # its first INSERT is refused: nothing to undo
+        store._run_write(_insert("c")),
+        return_exceptions=True,
+    )
+    assert results[0] == "a" and results[2] == "c"
+    assert "UNIQUE" in str(results[1])
+    assert len(begun) == 1
+    assert _ids(tmp_path / "g.db") == {"dup", "a", "c"}
+
+
+async def test_a_write_failing_half_way_sends_the_batch_again_with_savepoints(
+    store: RunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pass is rolled back whole, and what it made of its runs is forgotten: the
+    cache then holds what the second pass committed."""
+    run, _ = await store.create_run(new_run(SPEC, NOW))
+    started = state_machine.EventInput(type=EventType.STARTED)
+    begun = _count_transactions(store, monkeypatch)
+    results = await asyncio.gather(
+        store.change_run(run.id, lambda r, now: state_machine.append_event(r, started, now)),
+        store._run_write(_insert("b", then_fail=True)),
+        store._run_write(_insert("c")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError) and results[2] == "c"
+    assert len(begun) == 2
+    assert _ids(tmp_path / "g.db") == {run.id, "c"}
+    assert store._cache is not None
+    cached = store._cache.get(run.id)
+    fresh = store._load_run(store._engines.held(write=False), run.id, False)
+    assert cached == fresh and fresh.state.value == "RUNNING" and fresh.last_seq == 0
