@@ -47,7 +47,7 @@ class GroupCommit:
         lock: asyncio.Lock,
         *,
         quiet_s: float = 0.0005,
-        max_wait_s: float = 0.004,
+        max_wait_s: float = 0.002,
         max_batch: int = 64,
     ) -> None:
         self._commit_batch = commit_batch
