@@ -11,6 +11,7 @@ import grpc
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.api import convert
 from gyoza_grpc.api.errors import streaming, unary
+from gyoza_grpc.api.run_replies import RunReplies
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
@@ -127,6 +128,8 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self._limits = limits
         self._max_events = limits.max_events_per_run
         self._slots = watch_slots or WatchSlots(limits.max_watch_streams)
+        # Only where the store hands back the same Run object while a run is unchanged.
+        self._replies = RunReplies() if store.caches_runs else None
 
     @unary
     async def CreateRun(
@@ -145,7 +148,10 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self, request: runs_pb2.GetRunRequest, context: Context
     ) -> runs_pb2.GetRunResponse:
         run_id = _run_id(request.id)
-        run, run_events = await self._store.get_run(run_id, with_events=_full_view(request.view))
+        full = _full_view(request.view)
+        run, run_events = await self._store.get_run(run_id, with_events=full)
+        if not full and self._replies is not None:
+            return self._replies.reply(run)
         out = runs_pb2.GetRunResponse()
         convert.fill_run(out.run, run, run_events)
         return out

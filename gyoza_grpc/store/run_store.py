@@ -235,6 +235,12 @@ class RunStore:
             else None
         )
 
+    @property
+    def caches_runs(self) -> bool:
+        """Whether get_run returns the very same Run object while a run is unchanged (a
+        SQLite file: the run cache); a changed run is always a new object."""
+        return self._cache is not None
+
     # -- running a transaction -------------------------------------------------------------
 
     async def _run_read(self, work: Work[T]) -> T:
