@@ -37,8 +37,15 @@ def _opt_us_or_zero(t: datetime | None) -> int:
     return 0 if t is None else to_us(t)
 
 
+# One encoder for every document: json.dumps with any option builds a new JSONEncoder per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def dumps(doc: JSON) -> str:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """`doc` as compact JSON text, as json.dumps(doc, separators=(",", ":"),
+    ensure_ascii=False, allow_nan=False) spells it; most runs' attributes and a new attempt's
+    outputs are empty."""
+    return _ENCODE(doc) if doc else "{}"
 
 
 def loads(text: str) -> JSON:
