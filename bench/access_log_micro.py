@@ -5,9 +5,10 @@ file (``2>/dev/null``); the figures go to stdout. Each figure is the best of `--
 `--number` calls, in µs of this process's CPU time per call (CPU time, not wall time: on a
 shared machine the time the process waits for a core is not the cost of a line):
 
-- ``finish, no loop``: finish called back to back outside an event loop;
-- ``finish + loop turn``: one finish per turn of a running asyncio loop (what a server at a few
-  hundred calls/s does), minus the cost of the bare turn, so a line's write is counted;
+- ``finish, no loop``: finish called back to back outside an event loop (each line written at
+  once);
+- ``finish + loop turn``: one finish per turn of a running asyncio loop, minus the cost of the
+  bare turn; the lines are written together, FLUSH_AFTER_S (50 ms) after the first or at 256;
 - ``8 finishes per turn``: eight calls ended in the same turn, per call;
 - ``metrics only``: the access log off (`--access-log off`): the floor.
 
