@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from gyoza.v1 import runs_pb2_grpc
 from gyoza_grpc.config import ServerConfig
+from gyoza_grpc.ops.log_format import ACCESS_LOGGER
 from gyoza_grpc.server import GyozaServer, start_server
 from tests import databases
 
@@ -22,6 +24,20 @@ TEST_SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     databases.drop_template()
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that runs `gyoza-grpc serve`'s main() installs configure_logging's handler on
+    pytest's capture of that test's stderr; left in place, every later log line would go to a
+    closed file (and print a traceback each). Put the root logger back after every test."""
+    root = logging.getLogger()
+    access = logging.getLogger(ACCESS_LOGGER)
+    saved, level, access_level = root.handlers[:], root.level, access.level
+    yield
+    root.handlers[:] = saved
+    root.setLevel(level)
+    access.setLevel(access_level)
 
 
 @pytest.fixture(params=databases.BACKENDS)

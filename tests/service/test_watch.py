@@ -11,6 +11,7 @@ import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.server import GyozaServer
+from gyoza_grpc.streams.fanout import run_key
 from tests.conftest import eventually, launch
 
 ET = runs_pb2
@@ -210,18 +211,31 @@ async def test_a_slow_watcher_is_caught_up_from_the_store(
 ) -> None:
     run = await create(runs)
     await start(runs, run.id)
-    call = runs.WatchEvents(runs_pb2.WatchEventsRequest(run_id=run.id))
-    first = await call.read()
-    assert first.event.seq == 0
-    # The watcher reads nothing while far more events than its buffer holds are appended.
-    for i in range(700):
-        await add(runs, run.id, ET.EVENT_TYPE_INFO, msg=str(i))
-    await add(runs, run.id, ET.EVENT_TYPE_COMPLETED)
-    assert server.fanout.subscriber_count() == 1
-    seqs = [0]
-    while (item := await call.read()) is not grpc.aio.EOF:
-        if item.HasField("event"):
-            seqs.append(item.event.seq)
+    # A channel whose flow-control window stays at its initial 64 KiB (no BDP probing), and
+    # events of 1 KiB: the server can send the watcher only a few dozen before it must wait
+    # for it to read. Without that, grpc could buffer every event on the client side, the
+    # stream end before the watcher looked, and the store never be read.
+    async with grpc.aio.insecure_channel(
+        server.target, options=[("grpc.http2.bdp_probe", 0)]
+    ) as slow:
+        call = runs_pb2_grpc.RunServiceStub(slow).WatchEvents(
+            runs_pb2.WatchEventsRequest(run_id=run.id)
+        )
+        first = await call.read()
+        assert first.event.seq == 0
+        # The watcher reads nothing while far more events than its buffer holds are appended.
+        for i in range(700):
+            await add(runs, run.id, ET.EVENT_TYPE_INFO, msg=f"{i:04d}" + "x" * 1020)
+        await add(runs, run.id, ET.EVENT_TYPE_COMPLETED)
+        assert server.fanout.subscriber_count() == 1
+        # Its buffer overflowed: what it missed must come from the store.
+        assert [s.overflowed for s in server.fanout.subscribers(run_key(run.id))] == [True]
+        seqs = [0]
+        while (item := await call.read()) is not grpc.aio.EOF:
+            if item.HasField("event"):
+                seqs.append(item.event.seq)
+                if 1 <= item.event.seq <= 700:
+                    assert item.event.msg.startswith(f"{item.event.seq - 1:04d}")
     assert seqs == list(range(702))
 
 
