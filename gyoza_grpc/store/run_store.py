@@ -145,6 +145,10 @@ def _each_write(
         try:
             value = q.work(conn)
         except Exception as err:
+            if not raw.in_transaction:
+                # SQLite rolled the whole transaction back (a full disk, an I/O error): the
+                # writes after this one must not run outside it. The batch fails as one.
+                raise
             if savepoints:
                 run_sql(raw, "ROLLBACK TO w")
                 run_sql(raw, "RELEASE w")

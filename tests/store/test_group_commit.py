@@ -243,3 +243,27 @@ async def test_a_write_failing_half_way_sends_the_batch_again_with_savepoints(
     cached = store._cache.get(run.id)
     fresh = store._load_run(store._engines.held(write=False), run.id, False)
     assert cached == fresh and fresh.state.value == "RUNNING" and fresh.last_seq == 0
+
+
+async def test_a_write_after_which_sqlite_rolled_back_fails_the_whole_batch(
+    store: RunStore, tmp_path: Path
+) -> None:
+    """A full disk or an I/O error makes SQLite roll the transaction back by itself: the
+    writes after it must not go on outside any transaction, half the batch committed."""
+
+    def rolled_back(conn: Connection) -> str:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        raw.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL or SQLITE_IOERR
+        raise sqlite3.OperationalError("database or disk is full")
+
+    results = await asyncio.gather(
+        store._run_write(_insert("a")),
+        store._run_write(rolled_back),
+        store._run_write(_insert("c")),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, Exception) for r in results), results
+    assert _ids(tmp_path / "g.db") == set()
+    assert await store._run_write(_insert("d")) == "d"  # the store goes on
+    assert _ids(tmp_path / "g.db") == {"d"}
