@@ -1,4 +1,4 @@
-"""WorkerStore: heartbeats, claims and evictions, each one transaction.
+"""WorkerStore: heartbeats, claims and evictions, each one unit of work.
 
 Claims lock the worker row (so one worker's claims serialise and see its own holdings), then
 take PENDING candidates with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite has one writer), and
@@ -13,15 +13,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.clock import from_us, to_us
 from gyoza_grpc.domain.errors import FailedPrecondition, NotFound
-from gyoza_grpc.domain.model import Constraints, EventType, Run, RunState, TopicEvent
+from gyoza_grpc.domain.model import Constraints, EventType, Run, RunState
 from gyoza_grpc.domain.placement import Capacity, Gpu, Held, free_capacity, place, take
 from gyoza_grpc.domain.state_machine import Transition
 from gyoza_grpc.domain.workers import (
@@ -34,6 +35,7 @@ from gyoza_grpc.domain.workers import (
 )
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.tables import attempts, runs, workers
+from gyoza_grpc.store.transactions import Tx
 
 _HOLDING = (RunState.ASSIGNED.value, RunState.RUNNING.value)
 # Candidates read per round while looking for runs that fit.
@@ -90,6 +92,7 @@ def _evicted(worker_id: str) -> FailedPrecondition:
 class WorkerStore:
     def __init__(self, run_store: RunStore) -> None:
         self._runs = run_store
+        self._tx = run_store.transactions
 
     @property
     def now(self) -> datetime:
@@ -106,7 +109,9 @@ class WorkerStore:
         lease: timedelta,
     ) -> list[StopOrder]:
         """Register or renew a worker; an evicted one comes back as a new registration."""
-        async with self._runs.write_transaction() as conn:
+
+        def work(tx: Tx) -> dict[str, RunView]:
+            conn = tx.conn
             now = self.now
             values = {
                 "state": WorkerState.ALIVE.value,
@@ -119,199 +124,92 @@ class WorkerStore:
                 "last_heartbeat": to_us(now),
                 "lease_expires_at": to_us(now + lease),
             }
-            found = (
-                await conn.execute(
-                    sa.select(workers.c.state)
-                    .where(workers.c.worker_id == worker_id)
-                    .with_for_update()
-                )
-            ).first()
+            found = conn.execute(_WORKER_STATE, {"b_worker_id": worker_id}).first()
             if found is None:
-                await conn.execute(
+                conn.execute(
                     workers.insert().values(worker_id=worker_id, registered_at=to_us(now), **values)
                 )
             else:
                 if found.state == WorkerState.EVICTED.value:
                     values["registered_at"] = to_us(now)
-                await conn.execute(
-                    workers.update().where(workers.c.worker_id == worker_id).values(values)
-                )
-            views = await self._run_views(conn, [h.run_id for h in running])
+                conn.execute(_UPDATE_WORKER, {"b_worker_id": worker_id, **values})
             # Its long-poll may wait on another replica: new capacity may fit a waiting run.
-            self._runs.wakeups(conn).workers.add(worker_id)
+            tx.wakeups.workers.add(worker_id)
+            return _run_views(conn, [h.run_id for h in running])
+
+        views = await self._tx.write(work)
         return stop_orders(worker_id, running, views)
 
-    async def _run_views(self, conn: AsyncConnection, run_ids: list[str]) -> dict[str, RunView]:
-        if not run_ids:
-            return {}
-        stmt = (
-            sa.select(runs.c.id, runs.c.state, runs.c.current_attempt, attempts.c.worker_id)
-            .join(
-                attempts,
-                sa.and_(
-                    attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt
-                ),
-            )
-            .where(runs.c.id.in_(run_ids))
-        )
-        return {
-            r.id: RunView(r.id, RunState(r.state), r.current_attempt, r.worker_id)
-            for r in await conn.execute(stmt)
-        }
-
     # -- claims ----------------------------------------------------------------------------
-
-    async def _check_worker(
-        self, conn: AsyncConnection, worker_id: str, now: datetime, *, lock: bool
-    ) -> Worker:
-        """The worker, if registered and within its lease (its row locked when asked)."""
-        stmt = sa.select(workers).where(workers.c.worker_id == worker_id)
-        if lock:
-            stmt = stmt.with_for_update()
-        row = (await conn.execute(stmt)).first()
-        if row is None:
-            raise _not_registered(worker_id)
-        worker = _worker_from_row(row)
-        if worker.state is WorkerState.EVICTED or worker.lease_expires_at < now:
-            raise _evicted(worker_id)
-        return worker
-
-    async def _held(self, conn: AsyncConnection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
-        stmt = (
-            sa.select(
-                runs.c.id,
-                runs.c.cpu,
-                runs.c.ram_mb,
-                runs.c.vram_mb,
-                attempts.c.attempt,
-                attempts.c.gpu_id,
-            )
-            .join(attempts, attempts.c.run_id == runs.c.id)
-            .where(attempts.c.worker_id == worker_id, attempts.c.state.in_(_HOLDING))
-            .order_by(runs.c.id)
-        )
-        return [
-            (
-                Held(Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb), r.gpu_id),
-                HeldAttempt(r.id, r.attempt),
-            )
-            for r in await conn.execute(stmt)
-        ]
 
     async def claim(
         self, worker_id: str, max_runs: int
     ) -> tuple[list[ClaimedRun], datetime | None]:
         """Assign up to `max_runs` claimable runs that fit the worker. Also returns, when
         nothing was claimed, the earliest time a backed-off PENDING run becomes claimable."""
-        claimed: list[ClaimedRun] = []
-        transitions: list[tuple[Transition, list[TopicEvent]]] = []
+
         # A read first: with nothing claimable, no write transaction (and on SQLite no turn
         # in the writer queue) is spent on this worker.
-        async with self._runs.read_transaction() as conn:
-            now = self.now
-            await self._check_worker(conn, worker_id, now, lock=False)
-            if not await self._any_claimable(conn, to_us(now)):
-                return [], await self._next_due(conn, to_us(now))
+        def check(tx: Tx) -> datetime | None:
+            now_us = to_us(self.now)
+            _check_worker(tx.conn, worker_id, now_us, lock=False)
+            if tx.conn.execute(_ANY_CLAIMABLE, {"b_now": now_us}).first() is not None:
+                return None
+            return _next_due(tx.conn, now_us)
+
+        due = await self._tx.read(check)
+        if due is not None:
+            return [], due
+        return await self._tx.write(partial(self._claim, worker_id, max_runs))
+
+    def _claim(
+        self, worker_id: str, max_runs: int, tx: Tx
+    ) -> tuple[list[ClaimedRun], datetime | None]:
+        conn = tx.conn
+        now = self.now
+        now_us = to_us(now)
+        worker = _check_worker(conn, worker_id, now_us, lock=True)
+        free = free_capacity(worker.resources, (h for h, _ in _held(conn, worker_id)))
+        claimed: list[ClaimedRun] = []
         window = min(_CANDIDATE_WINDOW, max(8, 2 * max_runs))
-        async with self._runs.write_transaction() as conn:
-            now = self.now
-            worker = await self._check_worker(conn, worker_id, now, lock=True)
-            free = free_capacity(
-                worker.resources, (h for h, _ in await self._held(conn, worker_id))
-            )
-            seen = 0
-            after: tuple[int, int, str] | None = None
-            while len(claimed) < max_runs and seen < _MAX_CANDIDATES:
-                found = await self._candidates(conn, to_us(now), after, window)
-                if not found:
+        seen = 0
+        after: tuple[int, int, str] | None = None
+        while len(claimed) < max_runs and seen < _MAX_CANDIDATES:
+            found = _candidates(conn, now_us, after, window)
+            if not found:
+                break
+            seen += len(found)
+            after = found[-1][1]
+            for run_id, _key, need in found:
+                if place(need, free) is None:
+                    continue  # decided from the candidate row, without loading the run
+                run = self._runs.load_run(tx, run_id)
+                if run.state is not RunState.PENDING:
+                    continue
+                placement = place(run.constraints, free)
+                if placement is None:
+                    continue
+                payload: dict[str, Any] = {"worker_id": worker_id}
+                if placement.gpu_id is not None:
+                    payload["gpu_id"] = placement.gpu_id
+                t = state_machine.append_event(
+                    run, state_machine.EventInput(EventType.ASSIGNED, payload=payload), now
+                )
+                self._runs.write_transition(tx, run, t)
+                claimed.append(ClaimedRun(t.run, placement.gpu_id))
+                free = take(free, run.constraints, placement.gpu_id)
+                if len(claimed) >= max_runs:
                     break
-                seen += len(found)
-                after = found[-1][1]
-                for run_id, _key, need in found:
-                    if place(need, free) is None:
-                        continue  # decided from the candidate row, without loading the run
-                    run = await self._runs.load_run(conn, run_id)
-                    if run.state is not RunState.PENDING:
-                        continue
-                    placement = place(run.constraints, free)
-                    if placement is None:
-                        continue
-                    payload: dict[str, Any] = {"worker_id": worker_id}
-                    if placement.gpu_id is not None:
-                        payload["gpu_id"] = placement.gpu_id
-                    t = state_machine.append_event(
-                        run, state_machine.EventInput(EventType.ASSIGNED, payload=payload), now
-                    )
-                    transitions.append((t, await self._runs.write_transition(conn, run, t)))
-                    claimed.append(ClaimedRun(t.run, placement.gpu_id))
-                    free = take(free, run.constraints, placement.gpu_id)
-                    if len(claimed) >= max_runs:
-                        break
-            next_due = None if claimed else await self._next_due(conn, to_us(now))
-        for t, published in transitions:
-            self._runs.notify(t, published)
-        return claimed, next_due
+        return claimed, (None if claimed else _next_due(conn, now_us))
 
     async def any_claimable(self) -> bool:
         """Whether some PENDING run is claimable now (whoever it fits)."""
-        async with self._runs.read_transaction() as conn:
-            return await self._any_claimable(conn, to_us(self.now))
 
-    async def _any_claimable(self, conn: AsyncConnection, now_us: int) -> bool:
-        stmt = (
-            sa.select(runs.c.id)
-            .where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us)
-            .limit(1)
-        )
-        return (await conn.execute(stmt)).first() is not None
+        def work(tx: Tx) -> bool:
+            now_us = to_us(self.now)
+            return tx.conn.execute(_ANY_CLAIMABLE, {"b_now": now_us}).first() is not None
 
-    async def _candidates(
-        self,
-        conn: AsyncConnection,
-        now_us: int,
-        after: tuple[int, int, str] | None,
-        window: int,
-    ) -> list[tuple[str, tuple[int, int, str], Constraints]]:
-        """Claimable PENDING runs, highest priority then oldest first, locked (skipping
-        rows another claim holds), with the constraints that decide whether they fit."""
-        stmt = sa.select(
-            runs.c.id,
-            runs.c.priority,
-            runs.c.created_at,
-            runs.c.cpu,
-            runs.c.ram_mb,
-            runs.c.vram_mb,
-            runs.c.gpu_id,
-        ).where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us)
-        if after is not None:
-            prio, created, rid = after
-            stmt = stmt.where(
-                sa.or_(
-                    runs.c.priority < prio,
-                    sa.and_(runs.c.priority == prio, runs.c.created_at > created),
-                    sa.and_(runs.c.priority == prio, runs.c.created_at == created, runs.c.id > rid),
-                )
-            )
-        stmt = (
-            stmt.order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.id)
-            .limit(window)
-            .with_for_update(skip_locked=True)
-        )
-        return [
-            (
-                r.id,
-                (r.priority, r.created_at, r.id),
-                Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb, gpu_id=r.gpu_id),
-            )
-            for r in await conn.execute(stmt)
-        ]
-
-    async def _next_due(self, conn: AsyncConnection, now_us: int) -> datetime | None:
-        stmt = sa.select(sa.func.min(runs.c.next_attempt_at)).where(
-            runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at > now_us
-        )
-        due = (await conn.execute(stmt)).scalar()
-        return None if due is None else from_us(due)
+        return await self._tx.read(work)
 
     async def release(self, worker_id: str, run_id: str, attempt: int) -> Run:
         """ReleaseRun: the run's lock, the domain's rule (state_machine.release), one commit."""
@@ -326,62 +224,195 @@ class WorkerStore:
     async def evict_expired(self) -> list[tuple[str, list[Transition]]]:
         """Evict every ALIVE worker whose lease ran out and hand its runs back. Safe to run
         on every replica at once: each expired worker row is taken by one sweep only."""
-        done: list[tuple[str, list[tuple[Transition, list[TopicEvent]]]]] = []
-        async with self._runs.write_transaction() as conn:
-            now = self.now
-            stmt = (
-                sa.select(workers.c.worker_id)
-                .where(
-                    workers.c.state == WorkerState.ALIVE.value,
-                    workers.c.lease_expires_at < to_us(now),
-                )
-                .order_by(workers.c.worker_id)
-                .with_for_update(skip_locked=True)
+
+        def expired(tx: Tx) -> bool:
+            now_us = to_us(self.now)
+            return tx.conn.execute(_ANY_EXPIRED, {"b_now": now_us}).first() is not None
+
+        # A read first: a sweep that finds nothing (the usual case) writes nothing.
+        if not await self._tx.read(expired):
+            return []
+        return await self._tx.write(self._evict)
+
+    def _evict(self, tx: Tx) -> list[tuple[str, list[Transition]]]:
+        conn = tx.conn
+        now = self.now
+        stmt = (
+            sa.select(workers.c.worker_id)
+            .where(
+                workers.c.state == WorkerState.ALIVE.value,
+                workers.c.lease_expires_at < to_us(now),
             )
-            expired = [r.worker_id for r in await conn.execute(stmt)]
-            for worker_id in expired:
-                await conn.execute(
-                    workers.update()
-                    .where(workers.c.worker_id == worker_id)
-                    .values(state=WorkerState.EVICTED.value)
-                )
-                transitions = []
-                for _, held in await self._held(conn, worker_id):
-                    run = await self._runs.load_run(conn, held.run_id)
-                    t = state_machine.lose_worker(run, worker_id, now)
-                    if t.events:
-                        transitions.append((t, await self._runs.write_transition(conn, run, t)))
-                done.append((worker_id, transitions))
-        for _, transitions in done:
-            for t, published in transitions:
-                self._runs.notify(t, published)
-        return [(w, [t for t, _ in ts]) for w, ts in done]
+            .order_by(workers.c.worker_id)
+            .with_for_update(skip_locked=True)
+        )
+        done: list[tuple[str, list[Transition]]] = []
+        for worker_id in [r.worker_id for r in conn.execute(stmt)]:
+            conn.execute(
+                workers.update()
+                .where(workers.c.worker_id == worker_id)
+                .values(state=WorkerState.EVICTED.value)
+            )
+            transitions = []
+            for _, held in _held(conn, worker_id):
+                run = self._runs.load_run(tx, held.run_id)
+                t = state_machine.lose_worker(run, worker_id, now)
+                if t.events:
+                    self._runs.write_transition(tx, run, t)
+                    transitions.append(t)
+            done.append((worker_id, transitions))
+        return done
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def _detail(self, conn: AsyncConnection, row: Any) -> WorkerDetail:
-        worker = _worker_from_row(row)
-        held = await self._held(conn, worker.worker_id)
-        return WorkerDetail(
-            worker=worker,
-            free=free_capacity(worker.resources, (h for h, _ in held)),
-            held=[a for _, a in held],
-        )
-
     async def get_worker(self, worker_id: str) -> WorkerDetail:
-        async with self._runs.read_transaction() as conn:
-            row = (
-                await conn.execute(sa.select(workers).where(workers.c.worker_id == worker_id))
-            ).first()
+        def work(tx: Tx) -> WorkerDetail:
+            row = tx.conn.execute(_WORKER, {"b_worker_id": worker_id}).first()
             if row is None:
                 raise NotFound(
                     f"worker '{worker_id}' not found",
                     reason="WORKER_NOT_FOUND",
                     metadata={"worker_id": worker_id},
                 )
-            return await self._detail(conn, row)
+            return _detail(tx.conn, row)
+
+        return await self._tx.read(work)
 
     async def list_workers(self) -> list[WorkerDetail]:
-        async with self._runs.read_transaction() as conn:
-            found = (await conn.execute(sa.select(workers).order_by(workers.c.worker_id))).all()
-            return [await self._detail(conn, row) for row in found]
+        def work(tx: Tx) -> list[WorkerDetail]:
+            found = tx.conn.execute(sa.select(workers).order_by(workers.c.worker_id)).all()
+            return [_detail(tx.conn, row) for row in found]
+
+        return await self._tx.read(work)
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+_WORKER = sa.select(workers).where(workers.c.worker_id == sa.bindparam("b_worker_id"))
+_WORKER_STATE = (
+    sa.select(workers.c.state)
+    .where(workers.c.worker_id == sa.bindparam("b_worker_id"))
+    .with_for_update()
+)
+_UPDATE_WORKER = workers.update().where(workers.c.worker_id == sa.bindparam("b_worker_id"))
+_ANY_CLAIMABLE = (
+    sa.select(runs.c.id)
+    .where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= sa.bindparam("b_now"))
+    .limit(1)
+)
+_ANY_EXPIRED = (
+    sa.select(workers.c.worker_id)
+    .where(
+        workers.c.state == WorkerState.ALIVE.value,
+        workers.c.lease_expires_at < sa.bindparam("b_now"),
+    )
+    .limit(1)
+)
+
+
+def _run_views(conn: Connection, run_ids: list[str]) -> dict[str, RunView]:
+    if not run_ids:
+        return {}
+    stmt = (
+        sa.select(runs.c.id, runs.c.state, runs.c.current_attempt, attempts.c.worker_id)
+        .join(
+            attempts,
+            sa.and_(attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt),
+        )
+        .where(runs.c.id.in_(run_ids))
+    )
+    return {
+        r.id: RunView(r.id, RunState(r.state), r.current_attempt, r.worker_id)
+        for r in conn.execute(stmt)
+    }
+
+
+def _check_worker(conn: Connection, worker_id: str, now_us: int, *, lock: bool) -> Worker:
+    """The worker, if registered and within its lease (its row locked when asked)."""
+    stmt = _WORKER.with_for_update() if lock else _WORKER
+    row = conn.execute(stmt, {"b_worker_id": worker_id}).first()
+    if row is None:
+        raise _not_registered(worker_id)
+    worker = _worker_from_row(row)
+    if worker.state is WorkerState.EVICTED or row.lease_expires_at < now_us:
+        raise _evicted(worker_id)
+    return worker
+
+
+def _held(conn: Connection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
+    stmt = (
+        sa.select(
+            runs.c.id,
+            runs.c.cpu,
+            runs.c.ram_mb,
+            runs.c.vram_mb,
+            attempts.c.attempt,
+            attempts.c.gpu_id,
+        )
+        .join(attempts, attempts.c.run_id == runs.c.id)
+        .where(attempts.c.worker_id == worker_id, attempts.c.state.in_(_HOLDING))
+        .order_by(runs.c.id)
+    )
+    return [
+        (
+            Held(Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb), r.gpu_id),
+            HeldAttempt(r.id, r.attempt),
+        )
+        for r in conn.execute(stmt)
+    ]
+
+
+def _candidates(
+    conn: Connection, now_us: int, after: tuple[int, int, str] | None, window: int
+) -> list[tuple[str, tuple[int, int, str], Constraints]]:
+    """Claimable PENDING runs, highest priority then oldest first, locked (skipping rows
+    another claim holds), with the constraints that decide whether they fit."""
+    stmt = sa.select(
+        runs.c.id,
+        runs.c.priority,
+        runs.c.created_at,
+        runs.c.cpu,
+        runs.c.ram_mb,
+        runs.c.vram_mb,
+        runs.c.gpu_id,
+    ).where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us)
+    if after is not None:
+        prio, created, rid = after
+        stmt = stmt.where(
+            sa.or_(
+                runs.c.priority < prio,
+                sa.and_(runs.c.priority == prio, runs.c.created_at > created),
+                sa.and_(runs.c.priority == prio, runs.c.created_at == created, runs.c.id > rid),
+            )
+        )
+    stmt = (
+        stmt.order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.id)
+        .limit(window)
+        .with_for_update(skip_locked=True)
+    )
+    return [
+        (
+            r.id,
+            (r.priority, r.created_at, r.id),
+            Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb, gpu_id=r.gpu_id),
+        )
+        for r in conn.execute(stmt)
+    ]
+
+
+def _next_due(conn: Connection, now_us: int) -> datetime | None:
+    stmt = sa.select(sa.func.min(runs.c.next_attempt_at)).where(
+        runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at > now_us
+    )
+    due = conn.execute(stmt).scalar()
+    return None if due is None else from_us(due)
+
+
+def _detail(conn: Connection, row: Any) -> WorkerDetail:
+    worker = _worker_from_row(row)
+    held = _held(conn, worker.worker_id)
+    return WorkerDetail(
+        worker=worker,
+        free=free_capacity(worker.resources, (h for h, _ in held)),
+        held=[a for _, a in held],
+    )
