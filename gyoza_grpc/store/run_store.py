@@ -228,7 +228,7 @@ class RunStore:
 
         for _ in range(3):
             try:
-                existing = await self._tx.write(work)
+                existing = await self._tx.write(work, key=run.id)
             except IntegrityError:
                 # A concurrent create with the same request_id won the race: look again.
                 if not run.request_id:
@@ -248,7 +248,7 @@ class RunStore:
             self.write_transition(tx, before, transition)
             return transition
 
-        return await self._tx.write(work)
+        return await self._tx.write(work, key=run_id)
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -167,7 +167,8 @@ class SQLiteTransactions:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def write(self, work: Work[T]) -> T:
+    async def write(self, work: Work[T], *, key: str = "") -> T:
+        # One writer: every write commits in the order it was made, whatever its key.
         with database_errors():
             return await self._group.submit(work)
 

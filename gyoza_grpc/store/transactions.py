@@ -129,7 +129,10 @@ class Transactions(Protocol):
 
     async def read(self, work: Work[T]) -> T: ...
 
-    async def write(self, work: Work[T]) -> T: ...
+    async def write(self, work: Work[T], *, key: str = "") -> T:
+        """Writes with the same non-empty `key` (a run id, a worker id) commit in the order
+        they were made; others may commit side by side."""
+        ...
 
     async def close(self) -> None:
         """Let go of held connections (before the engines are disposed)."""

@@ -137,7 +137,7 @@ class WorkerStore:
             tx.wakeups.workers.add(worker_id)
             return _run_views(conn, [h.run_id for h in running])
 
-        views = await self._tx.write(work)
+        views = await self._tx.write(work, key=worker_id)
         return stop_orders(worker_id, running, views)
 
     # -- claims ----------------------------------------------------------------------------
@@ -160,7 +160,7 @@ class WorkerStore:
         due = await self._tx.read(check)
         if due is not None:
             return [], due
-        return await self._tx.write(partial(self._claim, worker_id, max_runs))
+        return await self._tx.write(partial(self._claim, worker_id, max_runs), key=worker_id)
 
     def _claim(
         self, worker_id: str, max_runs: int, tx: Tx
