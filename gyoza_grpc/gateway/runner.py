@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+
+# aiohttp's default, named: the longest request line, and the longest header.
+MAX_LINE_BYTES = 8190
 
 
 class _JsonErrorHandler(RequestHandler):
@@ -28,6 +33,8 @@ class _JsonErrorHandler(RequestHandler):
         super().handle_error(request, status, exc, message)
         if status == HTTPStatus.INTERNAL_SERVER_ERROR:
             detail = "Internal Server Error"
+        elif isinstance(exc, LineTooLong):
+            detail = f"Bad Request: a request line or header over {MAX_LINE_BYTES} bytes"
         else:
             detail = f"{HTTPStatus(status).phrase}: {message or exc or 'unreadable request'}"
         resp = web.Response(
@@ -44,6 +51,11 @@ class _JsonErrorServer(web.Server):
 
 class GatewayRunner(web.AppRunner):
     """web.AppRunner, with JSON for the requests aiohttp's parser refuses."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("max_line_size", MAX_LINE_BYTES)
+        kwargs.setdefault("max_field_size", MAX_LINE_BYTES)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
