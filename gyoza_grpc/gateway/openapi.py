@@ -244,9 +244,7 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.answer is None:
         ok: dict[str, Any] = {
             "description": "The event stream",
-            "content": {
-                "text/event-stream": {"schema": {"type": "string"}, "itemSchema": _sse_item()}
-            },
+            "content": {"text/event-stream": {"itemSchema": _sse_item()}},
         }
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": route.answer}}}
