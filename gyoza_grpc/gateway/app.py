@@ -114,8 +114,9 @@ async def update_run(c: Call) -> web.Response:
         return _run(await c.calls.get_run(c.run_id))
     try:
         req = inbound.update_run_request(c.run_id, c.body)
-    except HttpError:
-        await c.calls.get_run(c.run_id)
+    except HttpError as err:
+        if err.status == 400:
+            await c.calls.get_run(c.run_id)
         raise
     return _run(await c.calls.update_run(req))
 

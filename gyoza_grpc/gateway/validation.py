@@ -8,8 +8,8 @@ reads it) and the body are validated by pydantic models made from the tables in 
 pydantic's default (lax) mode, and every error of the request comes back in one 422.
 
 Two things JSON can hold but a protobuf message cannot are refused as 422 too: NaN/Infinity
-(the original accepted them, then failed writing its answer) and, in errors.check_body, strings
-that are not UTF-8 and nesting deeper than protobuf decodes.
+(the original accepted them, then failed writing its answer), strings that are not UTF-8 and
+nesting deeper than protobuf decodes.
 """
 
 from __future__ import annotations
