@@ -9,7 +9,7 @@
   and `MemorySwap` (the same: no swap), the GPU the server chose -> a device request for that
   one GPU (driver `nvidia`) and `NVIDIA_VISIBLE_DEVICES`.
 - Environment: the operator's `env`, then GYOZA_RUN_ID, GYOZA_ATTEMPT, GYOZA_WORKER_ID and,
-  with a GPU, GYOZA_GPU_ID (these win).
+  with a GPU, GYOZA_GPU_ID (the operator cannot set these four).
 - The network is `network` (`none` unless the operator says otherwise).
 """
 
@@ -26,6 +26,7 @@ LABEL_RUN_ID = "gyoza.run_id"
 LABEL_ATTEMPT = "gyoza.attempt"
 LABEL_WORKER_ID = "gyoza.worker_id"
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_RESERVED_ENV = frozenset({"GYOZA_RUN_ID", "GYOZA_ATTEMPT", "GYOZA_WORKER_ID", "GYOZA_GPU_ID"})
 NANO = 1_000_000_000
 MIB = 1024 * 1024
 
@@ -49,7 +50,7 @@ def container_config(
     labels: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    variables = dict(env or {})
+    variables = {k: v for k, v in (env or {}).items() if k not in _RESERVED_ENV}
     variables["GYOZA_RUN_ID"] = claim.run_id
     variables["GYOZA_ATTEMPT"] = str(claim.attempt)
     variables["GYOZA_WORKER_ID"] = worker_id

@@ -121,6 +121,8 @@ class DockerHandler:
         self.info_burst = info_burst
         self._docker: aiodocker.Docker | None = None
         self._staged: dict[Key, DockerContainer] = {}
+        # Removals started as soon as a container exited, awaited when the attempt ends.
+        self._removing: dict[Key, asyncio.Task[None]] = {}
         self._not_ready = ""
 
     @property
@@ -190,6 +192,8 @@ class DockerHandler:
         return removed
 
     async def close(self) -> None:
+        if self._removing:
+            await asyncio.wait(list(self._removing.values()), timeout=_CALL_TIMEOUT.total)
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
@@ -206,8 +210,11 @@ class DockerHandler:
             yield
         finally:
             self._staged.pop(key, None)
+            removing = self._removing.pop(key, None) or asyncio.ensure_future(
+                self._remove(ctx, container)
+            )
             # However the attempt ended (a second cancellation included): no container stays.
-            await asyncio.shield(self._remove(ctx, container))
+            await asyncio.shield(removing)
 
     async def _create(self, ctx: RunContext, say: Say) -> DockerContainer:
         claim = ctx.claim
@@ -332,6 +339,10 @@ class DockerHandler:
             raise ContainerFailed(f"the container engine refused: {_engine_message(err)}") from err
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             raise self._lost(err) from err
+        finally:
+            # At once, beside the final report (which may take long when the server is away).
+            key = (ctx.run_id, ctx.attempt)
+            self._removing[key] = asyncio.ensure_future(self._remove(ctx, container))
         stderr.finish()
         tail = stderr.tail_text()
         if oom:

@@ -78,22 +78,27 @@ class EngineWatch:
     async def wait_ready(self) -> None:
         """Until the engine answers (returns at once while it does)."""
         while self.engine.not_ready_reason or not self.ready.is_set():
-            if self.engine.not_ready_reason:
-                self.ready.clear()
+            if reason := self.engine.not_ready_reason:  # a call just failed to connect
+                self._not_ready(reason)
             await self.ready.wait()
+
+    def _not_ready(self, reason: str) -> None:
+        self.ready.clear()
+        self._swept = False
+        if reason != self._reported:
+            log.warning(
+                "not claiming: %s; checking again every %gs",
+                reason,
+                self.retry_s,
+                extra={"action": "engine_unreachable", "worker_id": self.worker_id},
+            )
+            self._reported = reason
+            self.on_change()
 
     async def check_once(self) -> str:
         reason = await self.engine.check()
         if reason:
-            self.ready.clear()
-            self._swept = False
-            if reason != self._reported:
-                log.warning(
-                    "not claiming: %s; checking again every %gs",
-                    reason,
-                    self.retry_s,
-                    extra={"action": "engine_unreachable", "worker_id": self.worker_id},
-                )
+            self._not_ready(reason)
         else:
             if not self._swept:
                 removed = await self.engine.sweep(self.worker_id, self.keep())
@@ -107,10 +112,9 @@ class EngineWatch:
                     )
             if self._reported:
                 log.info("the container engine answers again: claiming")
+                self._reported = ""
+                self.on_change()
             self.ready.set()
-        if reason != self._reported:
-            self._reported = reason
-            self.on_change()
         return reason
 
     async def run(self) -> None:

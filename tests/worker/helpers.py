@@ -21,6 +21,7 @@ def make_claim(
     *,
     inputs: Mapping[str, Any] | None = None,
     gpu_id: int | None = None,
+    image: str = "img",
     **constraints: int,
 ) -> ClaimedRun:
     struct = struct_pb2.Struct()
@@ -31,7 +32,7 @@ def make_claim(
         inputs=struct,
         constraints=runs_pb2.Constraints(**constraints),
         priority=5,
-        image="img",
+        image=image,
     )
     claim = workers_pb2.Claim(run=run, attempt=attempt)
     if gpu_id is not None:
