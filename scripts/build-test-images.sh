@@ -5,6 +5,10 @@
 # filesystem tarball, tagged gyoza-test/NAME:1. Images already present are kept (idempotent;
 # --force rebuilds them).
 #
+# --python also makes gyoza-test/python:1, a minimal Debian with python3 (debootstrap from the
+# archive apt uses; a few minutes, about 140 MB), the base the example op's Dockerfile is built
+# on in the tests where no public Python image can be pulled.
+#
 #   echo      the op contract: reads {"n": N, "steps": S} on stdin, writes "progress: P" lines
 #             and an "info:" line on stderr, prints {"n": N, "doubled": 2N, "run": RUN_ID} (or
 #             the raw stdin when it has no "n")
@@ -20,7 +24,14 @@ set -euo pipefail
 PREFIX=${GYOZA_TEST_IMAGE_PREFIX:-gyoza-test}
 TAG=1
 force=false
-[[ ${1:-} == --force ]] && force=true
+python=false
+for arg in "$@"; do
+  case $arg in
+    --force) force=true ;;
+    --python) python=true ;;
+    *) echo "build-test-images: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
 
 BUSYBOX=${BUSYBOX:-$(command -v busybox || true)}
 if [[ -z $BUSYBOX ]] || ! "$BUSYBOX" --list >/dev/null 2>&1; then
@@ -130,4 +141,14 @@ for name in "${names[@]}"; do
     - "$image" >/dev/null
   built=$((built + 1))
 done
+if $python && { $force || ! docker image inspect "$PREFIX/python:$TAG" >/dev/null 2>&1; }; then
+  command -v debootstrap >/dev/null || { echo "build-test-images: apt-get install debootstrap" >&2; exit 2; }
+  mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+  mirror=${mirror:-$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null)}
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  debootstrap --variant=minbase --include=python3 "$suite" "$work/python" "$mirror" >"$work/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$work/debootstrap.log" >&2; echo "build-test-images: debootstrap failed" >&2; exit 1; }
+  tar -C "$work/python" -c . | docker import -c 'CMD ["python3"]' - "$PREFIX/python:$TAG" >/dev/null
+  echo "build-test-images: $PREFIX/python:$TAG built (debootstrap $suite from $mirror)"
+fi
 echo "build-test-images: ${#names[@]} images ($PREFIX/{$(IFS=,; echo "${names[*]}")}:$TAG), $built built"

@@ -67,12 +67,14 @@ def require_engine() -> None:
     global _checked
     if _checked is None:
         try:
+            asyncio.get_running_loop()
+        except RuntimeError:
             reason = asyncio.run(_engine_answers())
-        except RuntimeError:  # called inside a running loop: ask from a thread
+        else:  # called inside a running loop: ask from a thread of its own
             import concurrent.futures
 
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                reason = pool.submit(asyncio.run, _engine_answers()).result()
+                reason = pool.submit(lambda: asyncio.run(_engine_answers())).result()
         _checked = reason or _build_images()
     if _checked:
         _unavailable(_checked)
@@ -138,3 +140,13 @@ class SocketProxy:
             for w in (writer, up_writer):
                 w.close()
             self._pipes.discard(task)
+
+
+def require_python_image() -> str:
+    """gyoza-test/python:1 (scripts/build-test-images.sh --python: too slow to build here)."""
+    require_engine()
+    ref = image("python")
+    found = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, check=False)
+    if found.returncode != 0:
+        _unavailable(f"{ref} is missing: run scripts/build-test-images.sh --python")
+    return ref

@@ -373,7 +373,14 @@ class DockerHandler:
         output = self._attach(container, stdin=False)
         feed = self._attach(container, stdin=True)
         async with output, feed:
-            await container.start()
+            try:
+                await container.start()
+            except aiodocker.DockerError as err:
+                if _is_unreachable(err):
+                    raise
+                raise ContainerFailed(
+                    f"cannot start the container: {_engine_message(err)}"
+                ) from err
             with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
                 # An op that exits without reading its stdin is not an error by itself.
                 await feed.write_in(json.dumps(inputs).encode() + b"\n")
