@@ -18,6 +18,7 @@ from google.protobuf import duration_pb2
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from gyoza_grpc.server import GyozaServer
+from gyoza_grpc.store.wakeups import Wakeups, decode
 from tests import databases
 from tests.conftest import eventually, launch
 
@@ -327,3 +328,10 @@ async def test_a_lost_notification_is_healed_by_the_catch_up(pg_url: str) -> Non
         for gs, ch in ((a, cha), (b, chb)):
             await ch.close()
             await gs.stop(0)
+
+
+def test_the_wakeup_payload_carries_the_runs_whose_holder_may_stop() -> None:
+    w = Wakeups(runs={"r1"}, stops={"r1"})
+    got = decode(w.encode("me"))
+    assert got is not None and got.stops == ("r1",)
+    assert decode(Wakeups(runs={"r2"}).encode("me")).stops == ()  # type: ignore[union-attr]
