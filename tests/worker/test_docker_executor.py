@@ -330,3 +330,22 @@ async def test_an_engine_outage_stops_claims_and_fails_no_run(
 
 async def _startswith(text: Any, prefix: str) -> bool:
     return str(await text).startswith(prefix)
+
+
+async def test_shutdown_stops_and_removes_the_running_containers(
+    server: GyozaServer, runs: runs_pb2_grpc.RunServiceStub, docker: Any
+) -> None:
+    run = await create(runs, image("sleep"), {"seconds": 300})
+    worker = docker_worker(server.target)
+    worker.shutdown_grace_s = 0.5
+    task = asyncio.create_task(worker.run())
+    try:
+        await _live_container(docker, "dw")
+        worker.stop()
+        await asyncio.wait_for(task, SETTLE_S)
+    finally:
+        if not task.done():
+            task.cancel()
+    assert await containers_of(docker, "dw") == []
+    failed = await until_state(runs, run.id, R.RUN_STATE_FAILED)
+    assert failed.execution_summary.error_message == "worker dw stopped before the run finished"
