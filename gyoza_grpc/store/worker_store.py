@@ -67,6 +67,7 @@ def _worker_from_row(row: Any) -> Worker:
         registered_at=from_us(row.registered_at),
         last_heartbeat=from_us(row.last_heartbeat),
         lease_expires_at=from_us(row.lease_expires_at),
+        not_ready_reason=row.not_ready_reason,
     )
 
 
@@ -104,6 +105,7 @@ class WorkerStore:
         tags: Sequence[str],
         running: Sequence[HeldAttempt],
         lease: timedelta,
+        not_ready_reason: str = "",
     ) -> list[StopOrder]:
         """Register or renew a worker; an evicted one comes back as a new registration."""
         async with self._runs.write_transaction() as conn:
@@ -118,6 +120,7 @@ class WorkerStore:
                 "tags": json.dumps(list(tags)),
                 "last_heartbeat": to_us(now),
                 "lease_expires_at": to_us(now + lease),
+                "not_ready_reason": not_ready_reason,
             }
             found = (
                 await conn.execute(
@@ -140,6 +143,22 @@ class WorkerStore:
             # Its long-poll may wait on another replica: new capacity may fit a waiting run.
             self._runs.wakeups(conn).workers.add(worker_id)
         return stop_orders(worker_id, running, views)
+
+    async def stop_orders(self, worker_id: str, running: Sequence[HeldAttempt]) -> list[StopOrder]:
+        """The attempts in `running` that `worker_id` must abandon now (a read: WaitForStopOrders
+        neither registers the worker nor renews its lease)."""
+        if not running:
+            return []
+        async with self._runs.read_transaction() as conn:
+            views = await self._run_views(conn, [h.run_id for h in running])
+        return stop_orders(worker_id, running, views)
+
+    async def run_views(self, run_ids: Sequence[str]) -> dict[str, RunView]:
+        """What decides, for each of these runs, whether its holder may keep executing it."""
+        if not run_ids:
+            return {}
+        async with self._runs.read_transaction() as conn:
+            return await self._run_views(conn, list(run_ids))
 
     async def _run_views(self, conn: AsyncConnection, run_ids: list[str]) -> dict[str, RunView]:
         if not run_ids:
