@@ -46,6 +46,7 @@ from gyoza_grpc.store.stats_store import StatsStore
 from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
 from gyoza_grpc.streams.pg_wakeup import PgWakeup, new_replica_id
+from gyoza_grpc.streams.stop_signal import StopSignal
 from gyoza_grpc.streams.watch import EventWatcher
 from gyoza_grpc.streams.watch_slots import WatchSlots
 from gyoza_grpc.streams.work_signal import WorkSignal
@@ -91,6 +92,8 @@ class GyozaServer:
     # PostgreSQL: the LISTEN connection and catch-up that carry other replicas' wake-ups.
     wakeup: PgWakeup | None = None
     metrics: ServerMetrics | None = None
+    # Wakes WaitForStopOrders long-polls.
+    stop_signal: StopSignal = field(default_factory=StopSignal)
     # The database health monitor, the metrics refresh.
     background: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = field(default=False, init=False)
@@ -108,6 +111,7 @@ class GyozaServer:
         await self.health.enter_graceful_shutdown()  # ends the Health/Watch streams too
         self.fanout.close()
         self.work_signal.close()
+        self.stop_signal.close()
         tasks = [self.sweeper, *self.background]
         for task in tasks:
             task.cancel()
@@ -148,11 +152,13 @@ async def start_server(
         raise
     fanout = FanOut()
     work_signal = WorkSignal()
+    stop_signal = StopSignal()
     metrics = ServerMetrics(clock=clock) if config.metrics_port is not None else None
 
     def on_events(run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
         fanout.publish(run, events, published)
         work_signal.on_events(run, events, published)
+        stop_signal.on_events(run, events, published)
         if metrics is not None:
             metrics.on_events(run, events)
 
@@ -171,6 +177,7 @@ async def start_server(
             workers=worker_store,
             fanout=fanout,
             work_signal=work_signal,
+            stop_signal=stop_signal,
             catchup_s=config.catchup_interval_s,
         )
     watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
@@ -206,7 +213,10 @@ async def start_server(
         services,
     )
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(worker_store, work_signal, lease_s=config.lease_seconds), services
+        WorkerServicer(
+            worker_store, work_signal, lease_s=config.lease_seconds, stop_signal=stop_signal
+        ),
+        services,
     )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
@@ -259,6 +269,7 @@ async def start_server(
         config=config,
         workers=worker_store,
         work_signal=work_signal,
+        stop_signal=stop_signal,
         sweeper=sweeper,
         wakeup=wakeup,
         db_health=db_health,

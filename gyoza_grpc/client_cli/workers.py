@@ -43,6 +43,7 @@ def list_workers(args: argparse.Namespace, conn: Connection, out: Output) -> int
             "TAGS",
             "RUNS",
             "LAST HEARTBEAT",
+            "NOT CLAIMING BECAUSE",
         ),
         (
             (
@@ -54,6 +55,7 @@ def list_workers(args: argparse.Namespace, conn: Connection, out: Output) -> int
                 ", ".join(w.tags) or "-",
                 str(len(w.held)),
                 when(w.last_heartbeat),
+                w.not_ready_reason or "-",
             )
             for w in resp.workers
         ),

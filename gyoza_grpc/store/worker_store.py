@@ -69,6 +69,7 @@ def _worker_from_row(row: Any) -> Worker:
         registered_at=from_us(row.registered_at),
         last_heartbeat=from_us(row.last_heartbeat),
         lease_expires_at=from_us(row.lease_expires_at),
+        not_ready_reason=row.not_ready_reason,
     )
 
 
@@ -107,6 +108,7 @@ class WorkerStore:
         tags: Sequence[str],
         running: Sequence[HeldAttempt],
         lease: timedelta,
+        not_ready_reason: str = "",
     ) -> list[StopOrder]:
         """Register or renew a worker; an evicted one comes back as a new registration."""
 
@@ -123,6 +125,7 @@ class WorkerStore:
                 "tags": json.dumps(list(tags)),
                 "last_heartbeat": to_us(now),
                 "lease_expires_at": to_us(now + lease),
+                "not_ready_reason": not_ready_reason,
             }
             found = conn.execute(_WORKER_STATE, {"b_worker_id": worker_id}).first()
             if found is None:
@@ -139,6 +142,20 @@ class WorkerStore:
 
         views = await self._tx.write(work, key=worker_id)
         return stop_orders(worker_id, running, views)
+
+    async def stop_orders(self, worker_id: str, running: Sequence[HeldAttempt]) -> list[StopOrder]:
+        """The attempts in `running` that `worker_id` must abandon now (a read: WaitForStopOrders
+        neither registers the worker nor renews its lease)."""
+        if not running:
+            return []
+        views = await self.run_views([h.run_id for h in running])
+        return stop_orders(worker_id, running, views)
+
+    async def run_views(self, run_ids: Sequence[str]) -> dict[str, RunView]:
+        """What decides, for each of these runs, whether its holder may keep executing it."""
+        if not run_ids:
+            return {}
+        return await self._tx.read(lambda tx: _run_views(tx.conn, list(run_ids)))
 
     # -- claims ----------------------------------------------------------------------------
 
