@@ -43,6 +43,9 @@ class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls):
             trusting the system's roots; a `TlsConfig` of PEM files; or grpc credentials.
         timeout: the deadline of each call, its retries included (None: no deadline). Each
             call can set its own with `timeout=`. Watch streams have none.
+        wait_for_ready: a call made while the server cannot be reached waits (within its
+            deadline) for a connection, instead of failing at once with UNAVAILABLE; safe for
+            every call, as nothing is sent before (watch streams count on `watch_retry`).
         retry: how calls that are safe to repeat are tried again after UNAVAILABLE
             (`NO_RETRY`: never).
         watch_retry: how often, and after what waits, a watch stream is resumed after
@@ -63,6 +66,7 @@ class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls):
         api_key: str | None = None,
         tls: Tls = None,
         timeout: timedelta | None = DEFAULT_TIMEOUT,
+        wait_for_ready: bool = False,
         retry: RetryConfig | None = None,
         watch_retry: RetryConfig | None = None,
         watch_idle_timeout: timedelta | None = DEFAULT_WATCH_IDLE_TIMEOUT,
@@ -73,6 +77,7 @@ class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls):
             api_key=api_key,
             tls=tls,
             timeout=timeout,
+            wait_for_ready=wait_for_ready,
             retry=retry or RetryConfig(),
             watch_retry=watch_retry or RetryConfig(),
             watch_idle_timeout=watch_idle_timeout,

@@ -89,6 +89,7 @@ class Settings:
     api_key: str = field(repr=False)
     credentials: grpc.ChannelCredentials | None
     timeout: timedelta | None
+    wait_for_ready: bool
     retry: RetryConfig
     watch_retry: RetryConfig
     watch_idle_timeout: timedelta | None
@@ -106,6 +107,7 @@ def resolve(
     api_key: str | None,
     tls: Tls,
     timeout: timedelta | None,
+    wait_for_ready: bool,
     retry: RetryConfig,
     watch_retry: RetryConfig,
     watch_idle_timeout: timedelta | None,
@@ -125,6 +127,7 @@ def resolve(
         api_key=env.get(API_KEY_ENV, "") if api_key is None else api_key,
         credentials=_credentials(tls, env),
         timeout=timeout,
+        wait_for_ready=wait_for_ready,
         retry=retry,
         watch_retry=watch_retry,
         watch_idle_timeout=watch_idle_timeout,

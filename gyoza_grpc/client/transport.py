@@ -137,7 +137,12 @@ class Transport:
         while True:
             remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
             try:
-                return await rpc(request, timeout=remaining, metadata=self.settings.metadata)
+                return await rpc(
+                    request,
+                    timeout=remaining,
+                    metadata=self.settings.metadata,
+                    wait_for_ready=self.settings.wait_for_ready,
+                )
             except grpc.aio.AioRpcError as err:
                 error = err
             failures += 1
