@@ -39,6 +39,10 @@ class Pager(Generic[T]):
     def pages(self) -> Iterator[Page[T]]:
         return self._portal.iterate(self._pager.pages())
 
+    def first_page(self) -> Page[T]:
+        """Only the first page (one call), with its `has_more`."""
+        return self._portal.call(self._pager.first_page())
+
 
 def _blocking(
     fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],

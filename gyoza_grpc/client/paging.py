@@ -7,7 +7,7 @@ iteration reaches it, and nothing is fetched before the first item is wanted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -38,22 +38,23 @@ class AsyncPager(Generic[T]):
         limit: int | None,
     ) -> None:
         """`fetch(previous, size)` reads up to `size` items after the items of the previous
-        page (from the start when `previous` is None)."""
-        if page_size < 1:
-            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        page (from the start when `previous` is None). A `page_size` of 0 asks for the
+        server's default page; the server refuses sizes past its maximum (INVALID_ARGUMENT)."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         self._fetch = fetch
         self._page_size = page_size
         self._limit = limit
 
-    async def pages(self) -> AsyncIterator[Page[T]]:
+    async def pages(self) -> AsyncGenerator[Page[T], None]:
         """The pages, fetched one by one as the iteration asks (at most `limit` items in
         all; a page's `has_more` also counts the items the limit left out)."""
         previous: Sequence[T] | None = None
         left = self._limit
         while left is None or left > 0:
-            size = self._page_size if left is None else min(self._page_size, left)
+            size = self._page_size
+            if left is not None and size > 0:
+                size = min(size, left)
             page = await self._fetch(previous, size)
             items = page.items if left is None else page.items[:left]
             if left is not None:
@@ -62,6 +63,15 @@ class AsyncPager(Generic[T]):
             if not page.has_more or not page.items:
                 return
             previous = page.items
+
+    async def first_page(self) -> Page[T]:
+        """Only the first page (one call): for whoever shows a page at a time, with its
+        `has_more`, and pages on with the cursors of its items."""
+        pages = self.pages()
+        try:
+            return await anext(pages)
+        finally:
+            await pages.aclose()
 
     async def __aiter__(self) -> AsyncIterator[T]:
         async for page in self.pages():

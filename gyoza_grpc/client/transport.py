@@ -154,7 +154,7 @@ class Transport:
                 or (deadline is not None and loop.time() + wait >= deadline)
             ):
                 raise from_rpc_error(error) from error
-            log.info(
+            log.debug(
                 "%s: %s; trying again in %.2fs",
                 _name(request),
                 error.code().name,

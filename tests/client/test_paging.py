@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gyoza_grpc.client import AsyncClient, EventType
+from gyoza_grpc.client import AsyncClient, EventType, InvalidArgument
 from gyoza_grpc.server import GyozaServer
 from tests.cli.conftest import MetadataRecorder
 from tests.client.conftest import Either
@@ -83,8 +83,11 @@ async def test_runs_page_lazily_each_once_in_both_directions(
             ids[21:17:-1],
             ids[22:21:-1],
         ]
-        with pytest.raises(ValueError, match="page_size"):
-            await client.collect("list_runs", page_size=0)
+        default = await client.pages("list_runs", image="img-paging", page_size=0)
+        assert len(default[0].items) == 10  # 0: the server's default page
+        with pytest.raises(InvalidArgument) as too_big:
+            await client.collect("list_runs", page_size=101)
+        assert [v.field for v in too_big.value.violations] == ["limit"]
 
 
 async def test_runs_made_while_paging_do_not_repeat_or_shift_older_ones(

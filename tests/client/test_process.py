@@ -125,7 +125,7 @@ async def test_a_watch_lives_through_server_restarts(
 async def test_a_create_that_first_meets_no_server_makes_one_run(
     kind: str, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gyoza_grpc.client")
+    caplog.set_level(logging.DEBUG, logger="gyoza_grpc.client")
     port = free_port()
     image = f"img-{uuid.uuid4()}"
     async with Either(
