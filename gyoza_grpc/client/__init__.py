@@ -17,7 +17,7 @@ from gyoza_grpc.client.async_client import AsyncClient
 from gyoza_grpc.client.blocking import Client, Pager
 from gyoza_grpc.client.config import DEFAULT_TIMEOUT, TlsConfig
 from gyoza_grpc.client.convert import to_dict
-from gyoza_grpc.client.enums import EventType, RunState, WorkerState
+from gyoza_grpc.client.enums import EventType, InputType, RunState, WorkerState
 from gyoza_grpc.client.errors import status_code
 from gyoza_grpc.client.paging import AsyncPager, Page
 from gyoza_grpc.client.retry import NO_RETRY, RetryConfig
@@ -61,6 +61,7 @@ __all__ = [
     "Gpu",
     "GyozaError",
     "InputSpec",
+    "InputType",
     "Internal",
     "InvalidArgument",
     "NotFound",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from gyoza.v1 import runs_pb2, workers_pb2
+from gyoza.v1 import definitions_pb2, runs_pb2, workers_pb2
 
 
 class RunState(IntEnum):
@@ -43,3 +43,15 @@ class WorkerState(IntEnum):
     UNSPECIFIED = workers_pb2.WORKER_STATE_UNSPECIFIED
     ALIVE = workers_pb2.WORKER_STATE_ALIVE
     EVICTED = workers_pb2.WORKER_STATE_EVICTED
+
+
+class InputType(IntEnum):
+    """The type of an op definition's input (`InputSpec.type`)."""
+
+    UNSPECIFIED = definitions_pb2.INPUT_TYPE_UNSPECIFIED
+    STRING = definitions_pb2.INPUT_TYPE_STRING
+    INT = definitions_pb2.INPUT_TYPE_INT
+    FLOAT = definitions_pb2.INPUT_TYPE_FLOAT
+    BOOL = definitions_pb2.INPUT_TYPE_BOOL
+    LIST = definitions_pb2.INPUT_TYPE_LIST
+    OBJECT = definitions_pb2.INPUT_TYPE_OBJECT
