@@ -52,12 +52,24 @@ class _Channel:
         self._settings = settings
         self._channel: grpc.aio.Channel | None = None
         self._stubs: Stubs | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     def stubs(self) -> Stubs:
         if self.closed:
             raise RuntimeError("the client is closed")
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a stub asked for outside any loop
+            loop = None
+        if self._stubs is not None and loop is not None and loop is not self._loop:
+            # grpc.aio would fail later with an obscure "attached to a different loop".
+            raise RuntimeError(
+                "this AsyncClient belongs to the event loop of its first call; "
+                "make one client per event loop (or use the blocking Client)"
+            )
         if self._stubs is None:
+            self._loop = loop
             s = self._settings
             self._channel = open_channel(
                 s.target, credentials=s.credentials, options=s.channel_options

@@ -69,6 +69,13 @@ async def follow(
                     message = await call.read()
                 if message is grpc.aio.EOF:
                     return  # the server ended the stream: the run has ended
+                if failures:
+                    log.info(
+                        "%s: resumed after %s",
+                        stream.what,
+                        position,
+                        extra={"action": "watch_resumed", "watch": stream.what, "after": position},
+                    )
                 failures = 0
                 item, pos = stream.unpack(message)
                 if item is None or (position is not None and pos <= position):
@@ -89,7 +96,9 @@ async def follow(
         wait = retry.backoff_s(failures, random.random())
         if wait is None:
             raise error from cause
-        log.info(
+        # The first failure of an outage is news; the attempts that follow are detail.
+        log.log(
+            logging.INFO if failures == 1 else logging.DEBUG,
             "%s: %s; resuming after %s in %.2fs",
             stream.what,
             error.message,

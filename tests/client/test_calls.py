@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import pytest
 
 from gyoza.v1 import definitions_pb2
 from gyoza_grpc.client import (
+    NO_RETRY,
     AsyncClient,
     Client,
     Constraints,
@@ -18,10 +20,11 @@ from gyoza_grpc.client import (
     Resources,
     RetryPolicy,
     RunState,
+    Unavailable,
     WorkerState,
     to_dict,
 )
-from tests.client.conftest import Either
+from tests.client.conftest import Either, free_port
 
 
 async def test_runs_from_create_to_retry(client: Either) -> None:
@@ -172,3 +175,15 @@ def test_the_blocking_client_has_every_call_of_the_async_one_and_runs_it() -> No
         blocking = getattr(Client, name)
         assert blocking.__wrapped__ is getattr(AsyncClient, name), name  # one implementation
         assert not inspect.iscoroutinefunction(blocking), name
+
+
+def test_an_async_client_belongs_to_the_loop_of_its_first_call() -> None:
+    client = AsyncClient(f"127.0.0.1:{free_port()}", retry=NO_RETRY)
+
+    async def call() -> None:
+        with pytest.raises(Unavailable):  # nothing listens there: the channel is open, though
+            await client.list_workers()
+
+    asyncio.run(call())
+    with pytest.raises(RuntimeError, match="one client per event loop"):
+        asyncio.run(call())

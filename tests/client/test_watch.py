@@ -107,7 +107,7 @@ async def test_a_stream_quiet_past_the_idle_timeout_is_resumed(
 ) -> None:
     """The server's heartbeat (30 s here) is slower than the client's idle timeout: the
     client takes the quiet stream for lost and reopens it, and still loses nothing."""
-    caplog.set_level(logging.INFO, logger="gyoza_grpc.client")
+    caplog.set_level(logging.DEBUG, logger="gyoza_grpc.client")
 
     def resumes() -> int:
         return sum(getattr(r, "action", "") == "resume_watch" for r in caplog.records)
