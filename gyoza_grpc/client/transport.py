@@ -116,18 +116,9 @@ class Transport:
     def channel(self) -> grpc.aio.Channel:
         return self._shared.channel()
 
-    @property
-    def closed(self) -> bool:
-        return self._shared.closed
-
     async def close(self) -> None:
         if self.owns_channel:
             await self._shared.close()
-
-    def deadline_s(self, timeout: timedelta | None) -> float | None:
-        """The call's time budget in seconds: its own timeout, else the client's."""
-        budget = self.settings.timeout if timeout is None else timeout
-        return None if budget is None else budget.total_seconds()
 
     async def unary(
         self,
@@ -142,8 +133,8 @@ class Transport:
         with `retry`, again after UNAVAILABLE while the retry policy and the deadline allow.
         Raises the GyozaError of the last failure."""
         loop = asyncio.get_running_loop()
-        budget = self.deadline_s(timeout)
-        deadline = None if budget is None else loop.time() + budget + extra_s
+        budget = self.settings.timeout if timeout is None else timeout  # the call's, else ours
+        deadline = None if budget is None else loop.time() + budget.total_seconds() + extra_s
         policy = self.settings.retry
         failures = 0
         while True:
