@@ -32,6 +32,11 @@ class LoopThread:
             self._loop.run_forever()
         finally:
             try:
+                # What other threads still wait for ends (cancelled) rather than hanging.
+                left = asyncio.all_tasks(self._loop)
+                for task in left:
+                    task.cancel()
+                self._loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
                 self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             finally:
                 self._loop.close()
@@ -43,15 +48,18 @@ class LoopThread:
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the loop and wait for its result (its exception is raised here).
         Whatever interrupts the wait (KeyboardInterrupt) cancels the coroutine."""
-        with self._lock:
-            if self._stopped:
-                coro.close()
-                raise RuntimeError("the client is closed")
-            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
+        handle = _Handle()
+        try:  # a KeyboardInterrupt can strike anywhere, even while the call is scheduled
+            with self._lock:
+                if self._stopped:
+                    coro.close()
+                    raise RuntimeError("the client is closed")
+                future = asyncio.run_coroutine_threadsafe(handle.run(coro), self._loop)
             return future.result()
         except BaseException:
-            future.cancel()
+            with self._lock:
+                if not self._stopped:
+                    self._loop.call_soon_threadsafe(handle.cancel)
             raise
 
     def iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
@@ -83,6 +91,28 @@ class LoopThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         if threading.current_thread() is not self._thread:
             self._thread.join()
+
+
+class _Handle:
+    """One call's task, known on the loop as soon as it starts, so that the calling thread
+    can cancel it even if it was interrupted before it got hold of the future."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self.cancelled:
+            coro.close()
+            raise asyncio.CancelledError
+        self.task = asyncio.current_task()
+        return await coro
+
+    def cancel(self) -> None:
+        """On the loop: cancel the call, whether it has started or not."""
+        self.cancelled = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def _next(items: AsyncIterator[T]) -> list[T]:
