@@ -54,7 +54,8 @@ class DefinitionCalls:
         limit: int | None = None,
         timeout: timedelta | None = None,
     ) -> AsyncPager[definitions_pb2.Definition]:
-        """The latest version of every definition, by name, read lazily."""
+        """The latest version of every definition, by name, read lazily: `page_size` per
+        call (1..100), after the name `starting_after`, at most `limit` in all."""
 
         async def fetch(
             previous: Sequence[definitions_pb2.Definition] | None, size: int

@@ -122,7 +122,7 @@ class RunCalls:
             starting_after: start after this run id (older runs).
             ending_before: page towards newer runs, starting before this run id (each page
                 is still newest first).
-            page_size: runs per call (1..100).
+            page_size: runs per call (1..100; 0: the server's default, 10).
             limit: stop after this many runs (None: every one).
             timeout: the deadline of each page's call.
         """
@@ -248,7 +248,8 @@ class RunCalls:
         limit: int | None = None,
         timeout: timedelta | None = None,
     ) -> AsyncPager[runs_pb2.Event]:
-        """A run's events in seq order (after seq `after`; of one attempt), read lazily."""
+        """A run's events in seq order, read lazily: after seq `after`, of one attempt
+        (`attempt`; all when None), `page_size` per call (1..1000), at most `limit` in all."""
 
         async def fetch(
             previous: Sequence[runs_pb2.Event] | None, size: int

@@ -28,7 +28,8 @@ class TopicCalls:
         limit: int | None = None,
         timeout: timedelta | None = None,
     ) -> AsyncPager[topics_pb2.TopicEvent]:
-        """A topic's events in cursor order (after cursor `after`), read lazily."""
+        """A topic's events in cursor order, read lazily: after cursor `after`, `page_size`
+        per call (1..1000), at most `limit` in all."""
 
         async def fetch(
             previous: Sequence[topics_pb2.TopicEvent] | None, size: int
