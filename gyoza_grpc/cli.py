@@ -248,6 +248,9 @@ _LIMIT_FLAGS = (
      "events a run holds before it takes only lifecycle events"),
     ("--max-watch-streams", "max_watch_streams", "GYOZA_MAX_WATCH_STREAMS",
      "WatchEvents and WatchTopic streams open at once"),
+    ("--max-response-bytes", "max_response_bytes", "GYOZA_MAX_RESPONSE_BYTES",
+     "largest claim answer or list page: fewer runs are claimed, a page ends early "
+     "with has_more; keep it under the clients' receive limit (4 MiB by default)"),
 )  # fmt: skip
 
 

@@ -199,7 +199,7 @@ async def start_server(
         RunServicer(store, watcher, clock=clock, limits=limits, watch_slots=slots), services
     )
     topics_pb2_grpc.add_TopicServiceServicer_to_server(
-        TopicServicer(store, watcher, watch_slots=slots), services
+        TopicServicer(store, watcher, watch_slots=slots, limits=limits), services
     )
     definitions_pb2_grpc.add_DefinitionServiceServicer_to_server(
         DefinitionServicer(
@@ -208,7 +208,13 @@ async def start_server(
         services,
     )
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerServicer(worker_store, work_signal, lease_s=config.lease_seconds), services
+        WorkerServicer(
+            worker_store,
+            work_signal,
+            lease_s=config.lease_seconds,
+            max_response_bytes=limits.max_response_bytes,
+        ),
+        services,
     )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)

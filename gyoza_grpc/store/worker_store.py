@@ -10,7 +10,7 @@ replica at once never retry a run twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +39,14 @@ _HOLDING = (RunState.ASSIGNED.value, RunState.RUNNING.value)
 # Candidates read per round while looking for runs that fit.
 _CANDIDATE_WINDOW = 64
 _MAX_CANDIDATES = 1024
+
+
+# Whether a claim's answer has room for one more run (as assigned, with its GPU).
+Admit = Callable[[Run, int | None], bool]
+
+
+def _admit_all(run: Run, gpu_id: int | None) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +113,19 @@ class WorkerStore:
         running: Sequence[HeldAttempt],
         lease: timedelta,
     ) -> list[StopOrder]:
-        """Register or renew a worker; an evicted one comes back as a new registration."""
+        """Register or renew a worker; an evicted one comes back as a new registration.
+        An ASSIGNED attempt the worker does not report, and was handed before its previous
+        heartbeat, goes back to PENDING (`_unreported`)."""
+        handed_back: list[tuple[Transition, list[TopicEvent]]] = []
         async with self._runs.write_transaction() as conn:
-            now = self.now
+            found = (
+                await conn.execute(
+                    sa.select(workers.c.state, workers.c.last_heartbeat)
+                    .where(workers.c.worker_id == worker_id)
+                    .with_for_update()
+                )
+            ).first()
+            now = self.now  # under the row lock, like a claim's (see `_unreported`)
             values = {
                 "state": WorkerState.ALIVE.value,
                 "cpu": resources.cpu,
@@ -119,13 +137,6 @@ class WorkerStore:
                 "last_heartbeat": to_us(now),
                 "lease_expires_at": to_us(now + lease),
             }
-            found = (
-                await conn.execute(
-                    sa.select(workers.c.state)
-                    .where(workers.c.worker_id == worker_id)
-                    .with_for_update()
-                )
-            ).first()
             if found is None:
                 await conn.execute(
                     workers.insert().values(worker_id=worker_id, registered_at=to_us(now), **values)
@@ -136,10 +147,47 @@ class WorkerStore:
                 await conn.execute(
                     workers.update().where(workers.c.worker_id == worker_id).values(values)
                 )
+                if found.state == WorkerState.ALIVE.value:
+                    reported = {(h.run_id, h.attempt) for h in running}
+                    for held in await self._unreported(conn, worker_id, found.last_heartbeat):
+                        if (held.run_id, held.attempt) in reported:
+                            continue
+                        run = await self._runs.load_run(conn, held.run_id)
+                        t = state_machine.forget_unreported(run, worker_id, now)
+                        if t.events:
+                            handed_back.append((t, await self._runs.write_transition(conn, run, t)))
             views = await self._run_views(conn, [h.run_id for h in running])
             # Its long-poll may wait on another replica: new capacity may fit a waiting run.
             self._runs.wakeups(conn).workers.add(worker_id)
+        for t, published in handed_back:
+            self._runs.notify(t, published)
         return stop_orders(worker_id, running, views)
+
+    async def _unreported(
+        self, conn: AsyncConnection, worker_id: str, previous_heartbeat_us: int
+    ) -> list[HeldAttempt]:
+        """The attempts ASSIGNED to the worker before its previous heartbeat. A claim answer still
+        on its way is not among them: the claim committed after that heartbeat (both lock the
+        worker's row, and read the clock under it), so it counts only from the next one, a
+        heartbeat interval after the worker had the previous answer. A run whose assignment
+        is older and that the worker still does not report never reached it."""
+        stmt = (
+            sa.select(runs.c.id, attempts.c.attempt)
+            .join(
+                attempts,
+                sa.and_(
+                    attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt
+                ),
+            )
+            .where(
+                attempts.c.worker_id == worker_id,
+                attempts.c.state == RunState.ASSIGNED.value,
+                # updated_at: when it was assigned, or later (an edit): never too early.
+                runs.c.updated_at < previous_heartbeat_us,
+            )
+            .order_by(runs.c.id)
+        )
+        return [HeldAttempt(r.id, r.attempt) for r in await conn.execute(stmt)]
 
     async def _run_views(self, conn: AsyncConnection, run_ids: list[str]) -> dict[str, RunView]:
         if not run_ids:
@@ -165,16 +213,25 @@ class WorkerStore:
         self, conn: AsyncConnection, worker_id: str, now: datetime, *, lock: bool
     ) -> Worker:
         """The worker, if registered and within its lease (its row locked when asked)."""
+        worker = await self._lock_worker(conn, worker_id, lock=lock)
+        self._check_lease(worker, now)
+        return worker
+
+    async def _lock_worker(
+        self, conn: AsyncConnection, worker_id: str, *, lock: bool = True
+    ) -> Worker:
         stmt = sa.select(workers).where(workers.c.worker_id == worker_id)
         if lock:
             stmt = stmt.with_for_update()
         row = (await conn.execute(stmt)).first()
         if row is None:
             raise _not_registered(worker_id)
-        worker = _worker_from_row(row)
+        return _worker_from_row(row)
+
+    @staticmethod
+    def _check_lease(worker: Worker, now: datetime) -> None:
         if worker.state is WorkerState.EVICTED or worker.lease_expires_at < now:
-            raise _evicted(worker_id)
-        return worker
+            raise _evicted(worker.worker_id)
 
     async def _held(self, conn: AsyncConnection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
         stmt = (
@@ -199,10 +256,12 @@ class WorkerStore:
         ]
 
     async def claim(
-        self, worker_id: str, max_runs: int
+        self, worker_id: str, max_runs: int, admit: Admit = _admit_all
     ) -> tuple[list[ClaimedRun], datetime | None]:
-        """Assign up to `max_runs` claimable runs that fit the worker. Also returns, when
-        nothing was claimed, the earliest time a backed-off PENDING run becomes claimable."""
+        """Assign up to `max_runs` claimable runs that fit the worker. Each is first offered
+        to `admit` (the run as assigned, its GPU): once it says no, the answer has no room for
+        more, and the claim ends there without assigning that run. Also returns, when nothing
+        was claimed, the earliest time a backed-off PENDING run becomes claimable."""
         claimed: list[ClaimedRun] = []
         transitions: list[tuple[Transition, list[TopicEvent]]] = []
         # A read first: with nothing claimable, no write transaction (and on SQLite no turn
@@ -214,14 +273,18 @@ class WorkerStore:
                 return [], await self._next_due(conn, to_us(now))
         window = min(_CANDIDATE_WINDOW, max(8, 2 * max_runs))
         async with self._runs.write_transaction() as conn:
+            worker = await self._lock_worker(conn, worker_id)
+            # Read under the worker's row lock, as heartbeats do: a claim and a heartbeat of
+            # one worker are stamped in the order they commit (see `_unreported`).
             now = self.now
-            worker = await self._check_worker(conn, worker_id, now, lock=True)
+            self._check_lease(worker, now)
             free = free_capacity(
                 worker.resources, (h for h, _ in await self._held(conn, worker_id))
             )
             seen = 0
             after: tuple[int, int, str] | None = None
-            while len(claimed) < max_runs and seen < _MAX_CANDIDATES:
+            full = False
+            while len(claimed) < max_runs and seen < _MAX_CANDIDATES and not full:
                 found = await self._candidates(conn, to_us(now), after, window)
                 if not found:
                     break
@@ -242,6 +305,9 @@ class WorkerStore:
                     t = state_machine.append_event(
                         run, state_machine.EventInput(EventType.ASSIGNED, payload=payload), now
                     )
+                    if not admit(t.run, placement.gpu_id):
+                        full = True  # never assigned: a run the answer could not carry
+                        break
                     transitions.append((t, await self._runs.write_transition(conn, run, t)))
                     claimed.append(ClaimedRun(t.run, placement.gpu_id))
                     free = take(free, run.constraints, placement.gpu_id)
