@@ -4,6 +4,7 @@ the domain."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeAlias
 
 import grpc
@@ -308,7 +309,8 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         after = request.after if request.HasField("after") else None
         wire = self._watcher.wire  # one message per event, shared by all of its watchers
         with self._slots.held(context):
-            async for item in self._watcher.watch(run_id, after):
+            accepted = functools.partial(context.send_initial_metadata, ())
+            async for item in self._watcher.watch(run_id, after, accepted=accepted):
                 if isinstance(item, Heartbeat):
                     yield runs_pb2.WatchEventsResponse(
                         heartbeat=runs_pb2.Heartbeat(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeAlias
 
 import grpc
@@ -91,7 +92,8 @@ class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
         after = _after(request)
         wire = self._watcher.wire  # one message per topic event, shared by all of its watchers
         with self._slots.held(context):
-            async for item in self._watcher.watch_topic(topic, after):
+            accepted = functools.partial(context.send_initial_metadata, ())
+            async for item in self._watcher.watch_topic(topic, after, accepted=accepted):
                 if isinstance(item, Heartbeat):
                     yield topics_pb2.WatchTopicResponse(
                         heartbeat=topics_pb2.TopicHeartbeat(
