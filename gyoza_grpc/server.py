@@ -60,14 +60,20 @@ SERVICE_NAMES = (
     definitions_pb2.DESCRIPTOR.services_by_name["DefinitionService"].full_name,
 )
 
-# Keepalive for long-lived watch streams: the server pings idle connections every 60 s and
-# lets clients ping as often as every 10 s (faster pings get GOAWAY "too_many_pings").
+# Keepalive (docs/deploy.md). The server pings a connection idle for 60 s, with or without
+# calls, and closes it when a ping is not answered within 20 s: a vanished client's watch
+# streams and slots come back. Clients may ping every 5 s or slower on quiet streams; a client
+# pinging faster is tolerated, never cut: with grpc's default (two strikes), its third early
+# ping got GOAWAY "too_many_pings", which grpc-js reports on every open stream as
+# RESOURCE_EXHAUSTED, a code clients do not retry. A ping costs the server its ACK only, so
+# strikes are counted against the 5 s but never acted on (max_ping_strikes 0).
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
     # A second server on a busy port must fail to start, not share the port with the first.
     ("grpc.so_reuseport", 0),
 ]
