@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from gyoza.v1 import (
     definitions_pb2,
@@ -23,6 +22,7 @@ from gyoza.v1 import (
     workers_pb2,
     workers_pb2_grpc,
 )
+from gyoza_grpc.api import reflection
 from gyoza_grpc.api.access_log import AccessLogInterceptor
 from gyoza_grpc.api.auth import AuthInterceptor, log_access
 from gyoza_grpc.api.decoding import DecodeErrorInterceptor
@@ -225,9 +225,7 @@ async def start_server(
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     if config.reflection:
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), services
-        )
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), services)
     try:
         if credentials is None:
             port = server.add_insecure_port(config.address)
