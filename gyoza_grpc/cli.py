@@ -163,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep-interval",
         "GYOZA_SWEEP_INTERVAL",
         d.sweep_interval_s,
-        "how often expired leases are looked for; eviction happens within "
-        "lease + interval of the last heartbeat",
+        "how often expired leases are looked for (at most a quarter of the lease); "
+        "eviction happens within lease + interval of the last heartbeat",
         **seconds,
     )
     _add_limits(serve)

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,10 +35,13 @@ from gyoza_grpc.api.topics import TopicServicer
 from gyoza_grpc.api.workers import WorkerServicer
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.clock import Clock, utc_now
+from gyoza_grpc.domain.errors import Unavailable
 from gyoza_grpc.domain.model import Event, Run, TopicEvent
+from gyoza_grpc.domain.workers import sweep_interval
 from gyoza_grpc.ops.db_health import DatabaseHealth
 from gyoza_grpc.ops.log_format import flush_access_lines
 from gyoza_grpc.ops.metrics import ServerMetrics
+from gyoza_grpc.store.db_errors import translate
 from gyoza_grpc.store.definition_store import DefinitionStore
 from gyoza_grpc.store.engine import Engines, make_engines
 from gyoza_grpc.store.run_store import RunStore
@@ -245,7 +249,9 @@ async def start_server(
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    sweeper = asyncio.create_task(_sweep_evictions(worker_store, config.sweep_interval_s))
+    sweeper = asyncio.create_task(
+        _sweep_evictions(worker_store, timedelta(seconds=config.lease_seconds), config)
+    )
     if wakeup is not None:
         wakeup.start()
     stats = StatsStore(engines)
@@ -279,20 +285,56 @@ async def start_server(
     )
 
 
-async def _sweep_evictions(workers: WorkerStore, interval_s: float) -> None:
-    """Evict workers whose lease ran out, every `interval_s`: a worker that stops
-    heartbeating is evicted at most lease + interval after its last heartbeat."""
+async def _sweep_evictions(workers: WorkerStore, lease: timedelta, config: ServerConfig) -> None:
+    """Evict workers whose lease ran out, every `--sweep-interval` (at least four times a
+    lease: domain/workers.py): a worker that stops heartbeating is evicted at most lease +
+    interval after its last heartbeat. A sweep while the database is out of reach logs one
+    line, not a traceback; time the database could record no heartbeat is credited to the
+    leases (WorkerStore.evict_expired)."""
+    interval_s = sweep_interval(timedelta(seconds=config.sweep_interval_s), lease).total_seconds()
+    failing = False
     while True:
         await asyncio.sleep(interval_s)
         try:
-            for worker_id, transitions in await workers.evict_expired():
-                log.warning(
-                    "evicted worker %s (lease expired); handed back %d run(s)",
-                    worker_id,
-                    len(transitions),
-                )
-        except Exception:
-            log.exception("eviction sweep failed; retrying in %.1fs", interval_s)
+            sweep = await workers.evict_expired(lease)
+        except Exception as err:
+            if not _database_trouble(err):
+                log.exception("eviction sweep failed; retrying in %.1fs", interval_s)
+                continue
+            log.warning(
+                "eviction sweep: database unavailable (%s); retrying in %.1fs",
+                _cause(err),
+                interval_s,
+            )
+            failing = True
+            continue
+        if failing:
+            log.info("eviction sweep: the database answers again")
+            failing = False
+        if sweep.credited:
+            log.warning(
+                "no eviction sweep could commit for %.1fs (the database was out of reach): "
+                "that time does not count against the workers' leases",
+                sweep.credited.total_seconds(),
+            )
+        for worker_id, transitions in sweep.evicted:
+            log.warning(
+                "evicted worker %s (lease expired); handed back %d run(s)",
+                worker_id,
+                len(transitions),
+            )
+
+
+def _database_trouble(err: BaseException) -> bool:
+    """A database out of reach (already UNAVAILABLE for the callers), not a server bug."""
+    return isinstance(err, Unavailable) or translate(err) is not None
+
+
+def _cause(err: BaseException) -> str:
+    """One line naming what failed underneath (the driver's error, not ours)."""
+    cause = err.__cause__ or err
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"[:300]
 
 
 async def serve(config: ServerConfig) -> None:

@@ -4,7 +4,9 @@ Claims lock the worker row (so one worker's claims serialise and see its own hol
 take PENDING candidates with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite has one writer), and
 hand each that fits to the state machine as an ASSIGNED event: never one run to two workers.
 Evictions lock the expired worker rows with SKIP LOCKED and re-check them, so sweeps on every
-replica at once never retry a run twice.
+replica at once never retry a run twice. Each sweep ticks the lease clock first, crediting the
+leases with time the database could record no heartbeat (`evict_expired`). A heartbeat hands
+back the ASSIGNED attempts its worker no longer reports (`_unreported`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from gyoza_grpc.domain.workers import (
     StopOrder,
     Worker,
     WorkerState,
+    outage_credit,
     stop_orders,
 )
 from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.tables import attempts, runs, workers
+from gyoza_grpc.store.tables import attempts, lease_clock, runs, workers
 
 _HOLDING = (RunState.ASSIGNED.value, RunState.RUNNING.value)
 # Candidates read per round while looking for runs that fit.
@@ -53,6 +56,15 @@ def _admit_all(run: Run, gpu_id: int | None) -> bool:
 class ClaimedRun:
     run: Run
     gpu_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one eviction sweep did: the workers it evicted, each with the transitions of the
+    runs it handed back, and the outage it credited to the leases (0: none)."""
+
+    evicted: list[tuple[str, list[Transition]]]
+    credited: timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,12 +401,19 @@ class WorkerStore:
 
     # -- evictions -------------------------------------------------------------------------
 
-    async def evict_expired(self) -> list[tuple[str, list[Transition]]]:
+    async def evict_expired(self, lease: timedelta) -> Sweep:
         """Evict every ALIVE worker whose lease ran out and hand its runs back. Safe to run
-        on every replica at once: each expired worker row is taken by one sweep only."""
+        on every replica at once: each expired worker row is taken by one sweep only.
+
+        First the sweep ticks the lease clock. When no sweep has committed for longer than
+        `outage_credit` allows, the database recorded no heartbeat either: that time is added
+        to every ALIVE worker's lease (never past a full lease from now), so an outage does not
+        evict the workers whose heartbeats it refused. The clock's row lock makes one sweep,
+        on whichever replica comes first, credit a gap once."""
         done: list[tuple[str, list[tuple[Transition, list[TopicEvent]]]]] = []
         async with self._runs.write_transaction() as conn:
             now = self.now
+            credited = await self._tick(conn, now, lease)
             stmt = (
                 sa.select(workers.c.worker_id)
                 .where(
@@ -421,7 +440,43 @@ class WorkerStore:
         for _, transitions in done:
             for t, published in transitions:
                 self._runs.notify(t, published)
-        return [(w, [t for t, _ in ts]) for w, ts in done]
+        return Sweep(evicted=[(w, [t for t, _ in ts]) for w, ts in done], credited=credited)
+
+    async def _tick(self, conn: AsyncConnection, now: datetime, lease: timedelta) -> timedelta:
+        """Record this sweep on the lease clock and credit the leases with an outage; returns
+        the time credited. Without ALIVE workers nothing is written (a sweep with nothing to
+        do leaves SQLite's run cache alone), and the next gap is credited only up to a full
+        lease each."""
+        clock = (
+            await conn.execute(
+                sa.select(lease_clock.c.ticked_at).where(lease_clock.c.id == 1).with_for_update()
+            )
+        ).first()
+        alive = sa.select(workers.c.worker_id).where(workers.c.state == WorkerState.ALIVE.value)
+        if (await conn.execute(alive.limit(1))).first() is None:
+            return timedelta(0)
+        now_us = to_us(now)
+        if clock is None:
+            await conn.execute(lease_clock.insert().values(id=1, ticked_at=now_us))
+            return timedelta(0)
+        credit = timedelta(0)
+        if clock.ticked_at:
+            credit = outage_credit(now - from_us(clock.ticked_at), lease)
+        if credit:
+            cap = to_us(now + lease)  # what a heartbeat now would give
+            extended = workers.c.lease_expires_at + credit // timedelta(microseconds=1)
+            await conn.execute(
+                workers.update()
+                .where(
+                    workers.c.state == WorkerState.ALIVE.value,
+                    workers.c.lease_expires_at < cap,
+                )
+                .values(lease_expires_at=sa.case((extended < cap, extended), else_=cap))
+            )
+        await conn.execute(
+            lease_clock.update().where(lease_clock.c.id == 1).values(ticked_at=now_us)
+        )
+        return credit
 
     # -- reads -----------------------------------------------------------------------------
 
