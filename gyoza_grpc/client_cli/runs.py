@@ -339,8 +339,12 @@ def _read_events(
         )
         resp = stub.ListEvents(req, timeout=timeout_s)
         yield from resp.events
-        if args.limit or not resp.has_more or not resp.events:
+        if not resp.has_more or not resp.events:
             return
+        if left:  # a page may end early (the server's response budget): the rest of --limit
+            left -= len(resp.events)
+            if left <= 0:
+                return
         after = resp.events[-1].seq
 
 

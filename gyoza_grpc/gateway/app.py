@@ -134,9 +134,16 @@ async def add_event(request: web.Request) -> web.Response:
 
 
 async def list_attempts(request: web.Request) -> web.Response:
-    req = runs_pb2.ListAttemptsRequest(run_id=request.match_info["id"])
-    resp = await _call(request, request.app[UPSTREAM].runs.ListAttempts, req)
-    return _json([shapes.attempt_json(a) for a in resp.attempts])
+    """Every attempt: the pages of ListAttempts (cut by the server's response budget)."""
+    found: list[Any] = []
+    after = 0
+    while True:
+        req = runs_pb2.ListAttemptsRequest(run_id=request.match_info["id"], after=after)
+        resp = await _call(request, request.app[UPSTREAM].runs.ListAttempts, req)
+        found += [shapes.attempt_json(a) for a in resp.attempts]
+        if not resp.has_more or not resp.attempts:
+            return _json(found)
+        after = resp.attempts[-1].attempt
 
 
 async def get_definition(request: web.Request) -> web.Response:
