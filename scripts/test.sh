@@ -5,6 +5,8 @@
 # server answers on 127.0.0.1:5432, they use its `postgres` database as user `postgres`
 # (trust auth); otherwise they skip, saying why (under CI=true they fail instead).
 # Arguments go to pytest:   ./scripts/test.sh -m e2e -x
+# The tests run in parallel, one pytest-xdist worker per core (GYOZA_TEST_WORKERS=0: in this
+# process, as plain pytest does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +27,10 @@ if [[ -z ${GYOZA_TEST_POSTGRES_URL:-} ]]; then
 fi
 
 status=0
-.venv/bin/pytest "$@" || status=$?
+workers=${GYOZA_TEST_WORKERS:-auto}
+parallel=()
+[[ $workers != 0 ]] && parallel=(-n "$workers")
+.venv/bin/pytest "${parallel[@]}" "$@" || status=$?
 if [[ $status -eq 5 ]]; then
   echo "test.sh: pytest collected no tests: that is a failure" >&2
 fi

@@ -1,8 +1,10 @@
-"""The aiohttp application: one handler per route of `openapi.ROUTES`, each a single gRPC
-call (the event stream: a GetRun, so that an unknown run is a 404, then WatchEvents).
+"""The aiohttp application: one handler per route of `openapi.ROUTES`. Each reads its request
+with the route's tables (validation.py), makes its gRPC calls through upstream.Calls, and
+answers with the tables of responses.py.
 
 Errors become JSON in one middleware: the gateway's own 400/422 (HttpError), a gRPC status
-(mapped by errors.http_status), and aiohttp's routing 404/405, all as `{"detail": ...}`.
+(errors.from_rpc), and aiohttp's routing 404/405, all as `{"detail": ...}`. A request aiohttp
+cannot parse (a request line or header over 8190 bytes) is answered as JSON by runner.py.
 """
 
 from __future__ import annotations
@@ -13,40 +15,42 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from aiohttp import web
 
-from gyoza.v1 import definitions_pb2, definitions_pb2_grpc, runs_pb2, runs_pb2_grpc
-from gyoza_grpc.gateway import shapes
-from gyoza_grpc.gateway.errors import HttpError, http_status, rpc_error_body
-from gyoza_grpc.gateway.openapi import ROUTES, document
+from gyoza.v1 import runs_pb2
+from gyoza_grpc.gateway import inbound
+from gyoza_grpc.gateway import responses as r
+from gyoza_grpc.gateway.errors import HttpError, from_rpc
+from gyoza_grpc.gateway.openapi import ROUTES, Route, document
+from gyoza_grpc.gateway.runner import GatewayRunner
+from gyoza_grpc.gateway.upstream import EVENTS_PAGE, Calls, Upstream
+from gyoza_grpc.gateway.validation import read_body, read_request
 
 log = logging.getLogger("gyoza_grpc.gateway")
 
 DEFAULT_TIMEOUT_S = 30.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Upstream:
-    """The gRPC side: one channel for every request, and the open event streams (cancelled
-    on shutdown, so that they do not hold the gateway open)."""
-
-    channel: grpc.aio.Channel
-    timeout_s: float
-    runs: runs_pb2_grpc.RunServiceStub = field(init=False)
-    definitions: definitions_pb2_grpc.DefinitionServiceStub = field(init=False)
-    streams: set[grpc.aio.Call] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.runs = runs_pb2_grpc.RunServiceStub(self.channel)
-        self.definitions = definitions_pb2_grpc.DefinitionServiceStub(self.channel)
-
+_INT64_MAX = 2**63 - 1
 
 UPSTREAM = web.AppKey("upstream", Upstream)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request, read: its parameters, its body, and the gRPC calls to make for it."""
+
+    request: web.Request
+    params: dict[str, Any]
+    body: dict[str, Any] | None
+    calls: Calls
+
+    @property
+    def run_id(self) -> str:
+        return str(self.params["id"])
 
 
 def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
@@ -59,113 +63,133 @@ def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     return (("x-api-key", key),)
 
 
+async def read(request: web.Request, route: Route) -> Call:
+    """The request as FastAPI read it: the body's JSON first, then every parameter and the
+    body validated together."""
+    body_value = None
+    if route.body is not None:
+        body_value = read_body(await request.read(), request.headers.get("Content-Type"))
+    params, body = read_request(
+        route.params,
+        path=request.match_info,
+        query=request.query,
+        headers=request.headers,
+        body=route.body,
+        body_value=body_value,
+        body_required=route.body_required,
+    )
+    return Call(request, params, body, request.app[UPSTREAM].calls(metadata(request)))
+
+
 def _json(doc: Any, status: int = 200) -> web.Response:
     return web.json_response(doc, status=status, dumps=json.dumps)
 
 
-async def _body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
-    return shapes.parse_body(await request.read(), required=required)
-
-
-async def _call(request: web.Request, rpc: Any, message: Any) -> Any:
-    up = request.app[UPSTREAM]
-    return await rpc(message, timeout=up.timeout_s, metadata=metadata(request))
+def _run(run: runs_pb2.Run, status: int = 200) -> web.Response:
+    return _json(r.render(r.RUN, run), status)
 
 
 # -- handlers, in the order of openapi.ROUTES ------------------------------------------------
 
 
-async def list_runs(request: web.Request) -> web.Response:
-    req = shapes.list_runs_request(request.query)
-    resp = await _call(request, request.app[UPSTREAM].runs.ListRuns, req)
-    return _json(
-        {
-            "object": "list",
-            "data": [shapes.run_json(r, with_events=True) for r in resp.data],
-            "has_more": resp.has_more,
-            "url": "/runs",
-        }
-    )
+async def list_runs(c: Call) -> web.Response:
+    resp = await c.calls.list_runs(inbound.list_runs_request(c.params))
+    return _json(r.render(r.RUN_LIST, resp))
 
 
-async def create_run(request: web.Request) -> web.Response:
-    req = shapes.create_run_request(await _body(request))
-    resp = await _call(request, request.app[UPSTREAM].runs.CreateRun, req)
-    return _json(shapes.run_json(resp.run, with_events=resp.run.last_seq < 0), status=201)
+async def create_run(c: Call) -> web.Response:
+    assert c.body is not None
+    return _run(await c.calls.create_run(inbound.create_run_request(c.body)), 201)
 
 
-async def get_run(request: web.Request) -> web.Response:
-    req = runs_pb2.GetRunRequest(id=request.match_info["id"], view=runs_pb2.RUN_VIEW_FULL)
-    resp = await _call(request, request.app[UPSTREAM].runs.GetRun, req)
-    return _json(shapes.run_json(resp.run, with_events=True))
+async def get_run(c: Call) -> web.Response:
+    return _run(await c.calls.get_run(c.run_id))
 
 
-async def update_run(request: web.Request) -> web.Response:
-    req = shapes.update_run_request(request.match_info["id"], await _body(request))
-    resp = await _call(request, request.app[UPSTREAM].runs.UpdateRun, req)
-    return _json(shapes.run_json(resp.run, with_events=False))
+async def update_run(c: Call) -> web.Response:
+    """The original skipped the fields that are None: nothing given is the run unchanged. It
+    looked the run up first, so an unknown run is a 404 even with a state that does not exist."""
+    assert c.body is not None
+    if all(value is None for value in c.body.values()):
+        return _run(await c.calls.get_run(c.run_id))
+    try:
+        req = inbound.update_run_request(c.run_id, c.body)
+    except HttpError as err:
+        if err.status == 400:
+            await c.calls.get_run(c.run_id)
+        raise
+    return _run(await c.calls.update_run(req))
 
 
-async def retry_run(request: web.Request) -> web.Response:
-    req = runs_pb2.RetryRunRequest(id=request.match_info["id"])
-    resp = await _call(request, request.app[UPSTREAM].runs.RetryRun, req)
-    return _json(shapes.run_json(resp.run, with_events=False))
+async def retry_run(c: Call) -> web.Response:
+    return _run(await c.calls.retry_run(c.run_id))
 
 
-async def cancel_run(request: web.Request) -> web.Response:
-    req = runs_pb2.CancelRunRequest(id=request.match_info["id"])
-    resp = await _call(request, request.app[UPSTREAM].runs.CancelRun, req)
-    return _json(shapes.run_json(resp.run, with_events=False))
+async def cancel_run(c: Call) -> web.Response:
+    try:
+        return _run(await c.calls.cancel_run(c.run_id))
+    except grpc.aio.AioRpcError as err:
+        error = from_rpc(err, c.run_id)
+        if error.extra.get("reason") == "RUN_LOCKED" and "state" in error.extra.get("metadata", {}):
+            # The original's words for this refusal.
+            error.detail = f"Run is already in terminal state {error.extra['metadata']['state']}"
+        raise error from None
 
 
-async def list_events(request: web.Request) -> web.Response:
-    req = runs_pb2.ListEventsRequest(run_id=request.match_info["id"])
-    after = shapes.after_value(request.query.get("after"), "after")
-    if after is not None:
-        req.after = after
-    resp = await _call(request, request.app[UPSTREAM].runs.ListEvents, req)
-    return _json({"events": [shapes.event_json(e) for e in resp.events], "has_more": resp.has_more})
+async def list_events(c: Call) -> web.Response:
+    if c.params["scope"] == "run":
+        return await _timeline(c)
+    # The original: the current attempt's events from index after + 1 (a Python slice, so a
+    # negative `after` counts from the end), each with the run's current state.
+    run = await c.calls.get_run(c.run_id)
+    after = c.params["after"]
+    start = after + 1 if after is not None else 0
+    chosen = list(run.events)[start:]
+    return _json({"events": [r.polled_event(i, e, run.state) for i, e in enumerate(chosen, start)]})
 
 
-async def add_event(request: web.Request) -> web.Response:
-    req = shapes.add_event_request(request.match_info["id"], await _body(request))
-    resp = await _call(request, request.app[UPSTREAM].runs.AddEvent, req)
-    return _json(shapes.run_json(resp.run, with_events=False))
+async def _timeline(c: Call) -> web.Response:
+    """Every attempt's events by run-wide id, 1,000 a page."""
+    after = c.params["after"]
+    if after is not None and after < 0:
+        after = None
+    elif after is not None and after > _INT64_MAX:
+        after = _INT64_MAX
+    resp = await c.calls.list_events(c.run_id, after=after, limit=EVENTS_PAGE)
+    return _json(r.render(r.TIMELINE, resp))
 
 
-async def list_attempts(request: web.Request) -> web.Response:
-    """Every attempt: the pages of ListAttempts (cut by the server's response budget)."""
-    found: list[Any] = []
-    after = 0
-    while True:
-        req = runs_pb2.ListAttemptsRequest(run_id=request.match_info["id"], after=after)
-        resp = await _call(request, request.app[UPSTREAM].runs.ListAttempts, req)
-        found += [shapes.attempt_json(a) for a in resp.attempts]
-        if not resp.has_more or not resp.attempts:
-            return _json(found)
-        after = resp.attempts[-1].attempt
+async def add_event(c: Call) -> web.Response:
+    """The original looked the run up first: an unknown run is a 404 whatever the event."""
+    assert c.body is not None
+    try:
+        req = inbound.add_event_request(c.run_id, c.body)
+    except HttpError as err:
+        if err.status == 400:
+            await c.calls.get_run(c.run_id)
+        raise
+    return _run(await c.calls.add_event(req))
 
 
-async def get_definition(request: web.Request) -> web.Response:
-    req = definitions_pb2.GetDefinitionRequest(
-        name=request.match_info["name"], version=request.query.get("version", "")
-    )
-    resp = await _call(request, request.app[UPSTREAM].definitions.GetDefinition, req)
-    return _json(shapes.definition_json(resp.definition))
+async def list_attempts(c: Call) -> web.Response:
+    return _json(r.render_all(r.ATTEMPT, await c.calls.list_attempts(c.run_id)))
 
 
-async def create_run_from_definition(request: web.Request) -> web.Response:
-    body = await _body(request, required=False)
-    req = shapes.run_from_definition_request(request.match_info["name"], body)
-    resp = await _call(request, request.app[UPSTREAM].definitions.CreateRunFromDefinition, req)
-    return _json(shapes.run_json(resp.run, with_events=resp.run.last_seq < 0), status=201)
+async def get_definition(c: Call) -> web.Response:
+    definition = await c.calls.get_definition(c.params["name"], c.params["version"] or "")
+    return _json(r.render(r.DEFINITION, definition))
+
+
+async def create_run_from_definition(c: Call) -> web.Response:
+    req = inbound.run_from_definition_request(c.params["name"], c.body or {})
+    return _run(await c.calls.create_run_from_definition(req), 201)
 
 
 async def openapi_json(request: web.Request) -> web.Response:
     return _json(document())
 
 
-def _handlers() -> dict[str, Handler]:
+def _handlers() -> dict[str, Callable[[Call], Awaitable[web.StreamResponse]]]:
     from gyoza_grpc.gateway.sse import stream_events
 
     return {
@@ -184,14 +208,25 @@ def _handlers() -> dict[str, Handler]:
     }
 
 
+def _route_handler(
+    route: Route, handle: Callable[[Call], Awaitable[web.StreamResponse]]
+) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        call = await read(request, route)
+        try:
+            return await handle(call)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc(err, call.params.get("id") if "{id}" in route.path else None) from None
+
+    return handler
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except HttpError as err:
         return _json(err.body(), status=err.status)
-    except grpc.aio.AioRpcError as err:
-        return _json(rpc_error_body(err), status=http_status(err.code()))
     except web.HTTPException as err:
         if err.status < 400:
             raise
@@ -203,7 +238,14 @@ def make_app(
     target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, channel: grpc.aio.Channel | None = None
 ) -> web.Application:
     """The gateway for the server at `target` (or over `channel`, which the caller owns)."""
-    app = web.Application(middlewares=[json_errors])
+    # A trailing slash is Starlette's 307 to the path without it.
+    slashes = web.normalize_path_middleware(
+        append_slash=False,
+        remove_slash=True,
+        merge_slashes=False,
+        redirect_class=web.HTTPTemporaryRedirect,
+    )
+    app = web.Application(middlewares=[slashes, json_errors])
 
     async def upstream(app: web.Application) -> AsyncIterator[None]:
         ch = channel if channel is not None else grpc.aio.insecure_channel(target)
@@ -213,15 +255,15 @@ def make_app(
             await ch.close()
 
     async def end_streams(app: web.Application) -> None:
-        for call in list(app[UPSTREAM].streams):
-            call.cancel()
+        app[UPSTREAM].end_streams()
 
     app.cleanup_ctx.append(upstream)
     app.on_shutdown.append(end_streams)
     handlers = _handlers()
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, handlers[route.operation_id])
-    app.router.add_get("/openapi.json", openapi_json)
+        handler = _route_handler(route, handlers[route.operation_id])
+        app.router.add_route(route.method, route.path, handler, name=route.operation_id)
+    app.router.add_get("/openapi.json", openapi_json, allow_head=False)
     return app
 
 
@@ -234,7 +276,7 @@ async def serve_gateway(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(
+    runner = GatewayRunner(
         make_app(target, timeout_s=timeout_s), handler_cancellation=True, shutdown_timeout=5.0
     )
     await runner.setup()

@@ -37,29 +37,68 @@ class HttpError(Exception):
     """A request the gateway refuses before any gRPC call: `detail` is FastAPI's `detail`
     (a string, or for 422 a list of {loc, msg, type})."""
 
-    def __init__(self, status: int, detail: Any) -> None:
+    def __init__(self, status: int, detail: Any, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.extra = extra  # the gRPC status: code, reason, metadata, errors
 
     def body(self) -> dict[str, Any]:
-        return {"detail": self.detail}
+        return {"detail": self.detail, **self.extra}
 
 
 class Unreadable(HttpError):
-    """422: the body or a query parameter has the wrong JSON type, as FastAPI answers."""
+    """422: FastAPI's RequestValidationError, every error of the request."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__(422, errors)
 
 
-def unreadable(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:
-    """One FastAPI validation error: where (`loc`), what (`msg`), its `type`."""
-    return {"loc": loc, "msg": msg, "type": kind}
+def issue(
+    loc: list[str | int],
+    msg: str,
+    kind: str,
+    value: Any,
+    ctx: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One FastAPI validation error: its `type`, where (`loc`), what (`msg`), the `input`
+    refused and, for some, the constraint (`ctx`), in FastAPI's key order."""
+    out: dict[str, Any] = {"type": kind, "loc": loc, "msg": msg, "input": value}
+    if ctx:
+        out["ctx"] = ctx
+    return out
 
 
 def http_status(code: grpc.StatusCode) -> int:
     return HTTP_STATUS.get(code, DEFAULT_HTTP_STATUS)
+
+
+def run_not_found(run_id: str) -> HttpError:
+    """The original's 404 of every `/runs/{id}` route."""
+    return HttpError(
+        404,
+        f"OpRun '{run_id}' not found",
+        code="NOT_FOUND",
+        reason="RUN_NOT_FOUND",
+        metadata={"run_id": run_id},
+    )
+
+
+def from_rpc(err: grpc.aio.AioRpcError, run_id: str | None = None) -> HttpError:
+    """A gRPC error as the HTTP answer. On a `/runs/{id}` route an unknown run, or an id the
+    server refuses to look up (empty, too long, a NUL), is the original's 404."""
+    body = rpc_error_body(err)
+    if run_id is not None:
+        if body.get("reason") == "RUN_NOT_FOUND":
+            return run_not_found(run_id)
+        fields = {v["field"] for v in body.get("errors", ())}
+        if err.code() == grpc.StatusCode.INVALID_ARGUMENT and fields and fields <= _ID_FIELDS:
+            return run_not_found(run_id)
+    detail = body.pop("detail")
+    return HttpError(http_status(err.code()), detail, **body)
+
+
+_ID_FIELDS = {"id", "run_id"}
 
 
 def rpc_error_body(err: grpc.aio.AioRpcError) -> dict[str, Any]:

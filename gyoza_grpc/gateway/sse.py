@@ -17,10 +17,9 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from gyoza.v1 import runs_pb2
-from gyoza_grpc.gateway import shapes
-from gyoza_grpc.gateway.app import UPSTREAM, metadata
-from gyoza_grpc.gateway.errors import http_status, rpc_error_body
+from gyoza_grpc.gateway import responses as r
+from gyoza_grpc.gateway.app import Call
+from gyoza_grpc.gateway.errors import from_rpc
 
 
 def _frame(data: Any, *, event_id: int | None = None, event: str | None = None) -> bytes:
@@ -33,21 +32,13 @@ def _frame(data: Any, *, event_id: int | None = None, event: str | None = None) 
     return ("\n".join(lines) + "\n\n").encode()
 
 
-async def stream_events(request: web.Request) -> web.StreamResponse:
-    up = request.app[UPSTREAM]
-    run_id = request.match_info["id"]
-    after = shapes.after_value(request.headers.get("Last-Event-ID"), "Last-Event-ID", "header")
+async def stream_events(c: Call) -> web.StreamResponse:
+    after = c.params["Last-Event-ID"]
     if after is None:
-        after = shapes.after_value(request.query.get("after"), "after")
-    md = metadata(request)
+        after = c.params["after"]
     # An unknown run or a refused key is a plain JSON error, before the stream's 200.
-    await up.runs.GetRun(runs_pb2.GetRunRequest(id=run_id), timeout=up.timeout_s, metadata=md)
-
-    watch = runs_pb2.WatchEventsRequest(run_id=run_id)
-    if after is not None:
-        watch.after = after
-    call = up.runs.WatchEvents(watch, metadata=md)
-    up.streams.add(call)
+    await c.calls.check_run(c.run_id)
+    call = c.calls.watch_events(c.run_id, after)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -55,23 +46,24 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
         }
     )
+    request = c.request
     try:
         await response.prepare(request)
         try:
             async for item in call:
                 if item.HasField("event"):
                     e = item.event
-                    await response.write(_frame(shapes.event_json(e), event_id=e.seq))
+                    await response.write(_frame(r.render(r.EVENT, e), event_id=e.seq))
                 else:
                     await response.write(f": heartbeat {item.heartbeat.last_seq}\n\n".encode())
         except grpc.aio.AioRpcError as err:
-            body = {**rpc_error_body(err), "status": http_status(err.code())}
-            await response.write(_frame(body, event="error"))
+            error = from_rpc(err, c.run_id)
+            await response.write(_frame({**error.body(), "status": error.status}, event="error"))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the client went away (aiohttp cancels its handler)
-            # The gateway's own shutdown cancelled the call (app.end_streams).
+            # The gateway's own shutdown cancelled the call (Upstream.end_streams).
             body = {"detail": "the gateway is shutting down; reconnect to resume", "status": 503}
             await response.write(_frame(body, event="error"))
         else:
@@ -80,6 +72,5 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:  # the client went away while we wrote
         pass
     finally:
-        up.streams.discard(call)
         call.cancel()
     return response

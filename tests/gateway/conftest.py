@@ -1,4 +1,5 @@
-"""The gateway in front of a real gRPC server (SQLite) on loopback, and an HTTP client.
+"""The gateway in front of a real gRPC server (SQLite) on loopback, and an HTTP client whose
+every answer is checked against /openapi.json (schema_check.py).
 
 The server runs on a stepping clock (each reading 1 ms after the last, from a time a test can
 set), so created_at filters can be tested to the second without sleeping.
@@ -15,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gyoza.v1 import definitions_pb2_grpc, runs_pb2_grpc
 from gyoza_grpc.config import ServerConfig
@@ -23,6 +24,7 @@ from gyoza_grpc.gateway.app import make_app
 from gyoza_grpc.server import GyozaServer, start_server
 from tests import databases
 from tests.conftest import TEST_SERVER_OPTIONS
+from tests.gateway.schema_check import checked_client
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -80,7 +82,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     gs = await start_server(config, clock=clock, extra_options=TEST_SERVER_OPTIONS)
     try:
         async with (
-            TestClient(TestServer(make_app(gs.target))) as http,
+            checked_client(make_app(gs.target)) as http,
             grpc.aio.insecure_channel(gs.target) as channel,
         ):
             yield Gateway(

@@ -11,6 +11,7 @@ from aiohttp import ClientResponse
 
 from tests.conftest import eventually
 from tests.gateway.conftest import Gateway
+from tests.gateway.schema_check import check_frame
 
 READ_TIMEOUT_S = 10.0
 
@@ -36,6 +37,8 @@ async def next_frame(resp: ClientResponse) -> Frame | None:
             return None
         text = line.decode().rstrip("\n")
         if text == "":
+            if frame.fields:
+                check_frame(frame.fields)
             return frame
         if text.startswith(":"):
             frame.comments.append(text[1:].strip())
@@ -85,8 +88,8 @@ async def test_live_events_then_end_at_terminal(gateway: Gateway) -> None:
     frames = await frames_to_end(resp)
     assert [f.fields.get("id") for f in frames] == ["0", "1", "2", None]
     assert [f.data.get("type") for f in frames[:3]] == ["STARTED", "PROGRESS", "COMPLETED"]
-    # Each data line is the same JSON as GET /runs/{id}/events shows.
-    listed = (await gateway.call("GET", f"/runs/{rid}/events", 200))["events"]
+    # Each data line is the same JSON as the run-wide timeline shows.
+    listed = (await gateway.call("GET", f"/runs/{rid}/events?scope=run", 200))["events"]
     assert [f.data for f in frames[:3]] == listed
     assert frames[3].fields["event"] == "end"
 

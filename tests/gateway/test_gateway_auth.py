@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gyoza_grpc.api.auth import load_api_keys
 from gyoza_grpc.config import ServerConfig
@@ -16,6 +16,7 @@ from gyoza_grpc.gateway.app import make_app
 from gyoza_grpc.server import start_server
 from tests import databases
 from tests.conftest import TEST_SERVER_OPTIONS
+from tests.gateway.schema_check import checked_client
 
 ADMIN = "admin-key-0123456789abcdef"
 READER = "reader-key-0123456789abcdef"
@@ -27,7 +28,7 @@ async def http(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
     config = ServerConfig(port=0, database_url=databases.sqlite_url(tmp_path), api_keys=keys)
     gs = await start_server(config, extra_options=TEST_SERVER_OPTIONS)
     try:
-        async with TestClient(TestServer(make_app(gs.target))) as client:
+        async with checked_client(make_app(gs.target)) as client:
             yield client
     finally:
         await gs.stop(0)

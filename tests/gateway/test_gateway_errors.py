@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
@@ -20,6 +20,7 @@ from gyoza_grpc.gateway.app import make_app
 from gyoza_grpc.gateway.openapi import ROUTES, document
 from tests.conftest import TEST_SERVER_OPTIONS
 from tests.gateway.conftest import Gateway
+from tests.gateway.schema_check import checked_client
 from tests.gateway.test_event_stream import next_frame
 
 
@@ -45,9 +46,10 @@ class KeyedRuns(runs_pb2_grpc.RunServiceServicer):
             await context.abort(code, f"told to fail with {code.name}")
         if request.id == "slow":
             await asyncio.sleep(30)
-        return runs_pb2.GetRunResponse(
-            run=runs_pb2.Run(id=request.id, state=runs_pb2.RUN_STATE_RUNNING)
+        run = runs_pb2.Run(
+            id=request.id, state=runs_pb2.RUN_STATE_RUNNING, current_attempt=1, last_seq=-1
         )
+        return runs_pb2.GetRunResponse(run=run)
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ async def keyed() -> AsyncIterator[tuple[TestClient[Any, Any], KeyedRuns]]:
     await server.start()
     try:
         app = make_app(f"127.0.0.1:{port}", timeout_s=3.0)
-        async with TestClient(TestServer(app)) as http:
+        async with checked_client(app) as http:
             yield http, servicer
     finally:
         await server.stop(0)
@@ -117,7 +119,7 @@ async def test_deadline_is_504(keyed: tuple[TestClient[Any, Any], KeyedRuns]) ->
 
 async def test_server_down_is_503() -> None:
     with_nothing_there = make_app("127.0.0.1:1", timeout_s=5.0)
-    async with TestClient(TestServer(with_nothing_there)) as http:
+    async with checked_client(with_nothing_there) as http:
         resp = await http.get("/runs")
         assert resp.status == 503
         assert (await resp.json())["code"] == "UNAVAILABLE"
@@ -158,7 +160,9 @@ async def test_bodies_no_protobuf_message_can_hold_are_422_not_500(
     """A lone surrogate (not UTF-8) or JSON deeper than protobuf decodes: FastAPI's 422."""
     run = await gateway.create()
     path = path.replace("RUN", run["id"])
-    sent = {"data": body} if isinstance(body, bytes) else {"json": body}
+    sent: dict[str, Any] = {"json": body}
+    if isinstance(body, bytes):
+        sent = {"data": body, "headers": {"Content-Type": "application/json"}}
     got = await gateway.call(method, path, 422, **sent)
     assert [(e["loc"], e["type"]) for e in got["detail"]] == [(["body"], kind)]
     after = await gateway.call("GET", f"/runs/{run['id']}", 200)
@@ -198,7 +202,7 @@ async def test_gateway_shutdown_ends_open_streams(tmp_path: Any) -> None:
     config = ServerConfig(host="127.0.0.1", port=0, database_url=databases.sqlite_url(tmp_path))
     gs = await start_server(config, extra_options=TEST_SERVER_OPTIONS)
     try:
-        http = TestClient(TestServer(make_app(gs.target)))
+        http = checked_client(make_app(gs.target))
         await http.start_server()
         try:
             created = await http.post("/runs", json={"image": "img"})
