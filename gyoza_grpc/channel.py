@@ -24,6 +24,15 @@ API_KEY_HEADER = "x-api-key"
 API_KEY_ENV = "GYOZA_API_KEY"
 TARGET_ENV = "GYOZA_TARGET"
 DEFAULT_TARGET = "127.0.0.1:50051"  # where `gyoza-grpc serve` listens by default
+TLS_ENV = "GYOZA_TLS"  # "1" (or true/yes/on): TLS with the system's root certificates
+TLS_CA_ENV = "GYOZA_TLS_CA"
+TLS_CLIENT_CERT_ENV = "GYOZA_TLS_CLIENT_CERT"
+TLS_CLIENT_KEY_ENV = "GYOZA_TLS_CLIENT_KEY"
+
+
+def env_flag(value: str | None) -> bool:
+    """An on/off environment variable: 1, true, yes or on (any case) is on."""
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _with_key(details: Any, key: str, *, aio: bool) -> Any:
@@ -164,27 +173,27 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> Any:
     group.add_argument(
         "--tls",
         action="store_true",
-        default=env("GYOZA_TLS", "").strip().lower() in ("1", "true", "yes", "on"),
-        help="connect with TLS, trusting the system's root certificates [env GYOZA_TLS=1]",
+        default=env_flag(env(TLS_ENV)),
+        help=f"connect with TLS, trusting the system's root certificates [env {TLS_ENV}=1]",
     )
     group.add_argument(
         "--tls-ca",
         metavar="PEM",
-        default=env("GYOZA_TLS_CA", ""),
-        help="connect with TLS, trusting this CA certificate [env GYOZA_TLS_CA]",
+        default=env(TLS_CA_ENV, ""),
+        help=f"connect with TLS, trusting this CA certificate [env {TLS_CA_ENV}]",
     )
     group.add_argument(
         "--tls-cert",
         metavar="PEM",
-        default=env("GYOZA_TLS_CLIENT_CERT", ""),
+        default=env(TLS_CLIENT_CERT_ENV, ""),
         help="client certificate, for a server that requires one (mutual TLS) "
-        "[env GYOZA_TLS_CLIENT_CERT]",
+        f"[env {TLS_CLIENT_CERT_ENV}]",
     )
     group.add_argument(
         "--tls-key",
         metavar="PEM",
-        default=env("GYOZA_TLS_CLIENT_KEY", ""),
-        help="the client certificate's private key [env GYOZA_TLS_CLIENT_KEY]",
+        default=env(TLS_CLIENT_KEY_ENV, ""),
+        help=f"the client certificate's private key [env {TLS_CLIENT_KEY_ENV}]",
     )
     return group
 

@@ -271,24 +271,103 @@ def _gpu(text: str) -> tuple[int, int]:
     return parse_gpu(text)
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = sub.add_parser(
         "worker",
-        help="run a worker that executes each run with a command",
-        description="Claim runs that fit these resources and run each through COMMAND: the "
-        "inputs as JSON on its stdin, the outputs as a JSON object on its stdout, "
-        "'progress: N' and 'info: TEXT' lines on its stderr. SIGTERM or SIGINT stops "
-        "claiming and lets running runs finish within --shutdown-grace.",
+        help="run a worker that executes each run in a container of its image, or a command",
+        description="Claim runs that fit these resources and run each: in a container of the "
+        "run's image (--executor docker) or through COMMAND (--executor command, the "
+        "default). Either way the op gets the inputs as JSON on its stdin and writes the "
+        "outputs as a JSON object on its stdout, 'progress: N' and 'info: TEXT' lines on its "
+        "stderr. SIGTERM or SIGINT stops claiming and lets running runs finish within "
+        "--shutdown-grace.",
+    )
+    _option(
+        worker,
+        "--executor",
+        "GYOZA_WORKER_EXECUTOR",
+        "command",
+        "docker: each run in a container of its image (needs the docker extra); "
+        "command: each run through --command (default %(default)s)",
+        choices=("docker", "command"),
     )
     worker.add_argument(
         "--command",
         dest="run_command",
         metavar="COMMAND",
         default=_env("GYOZA_WORKER_COMMAND", ""),
-        help="run for each run, split like a shell would (no shell is used unless --shell) "
-        "[env GYOZA_WORKER_COMMAND]",
+        help="--executor command: run for each run, split like a shell would (no shell is "
+        "used unless --shell) [env GYOZA_WORKER_COMMAND]",
     )
     worker.add_argument("--shell", action="store_true", help="run COMMAND with /bin/sh -c")
+    docker = worker.add_argument_group("--executor docker")
+    _option(
+        docker,
+        "--docker-host",
+        "DOCKER_HOST",
+        "",
+        "the Docker Engine API: unix:///PATH (a podman socket works too) or tcp://HOST:PORT "
+        "(default the local socket, unix:///var/run/docker.sock)",
+        metavar="URL",
+    )
+    _option(
+        docker,
+        "--pull",
+        "GYOZA_WORKER_PULL",
+        "missing",
+        "pull a run's image only when the engine lacks it, always, or never (default %(default)s)",
+        choices=("missing", "always", "never"),
+    )
+    _option(
+        docker,
+        "--network",
+        "GYOZA_WORKER_NETWORK",
+        "none",
+        "the network containers join: none (default: no network but loopback), bridge, or "
+        "a network's name",
+        metavar="NAME",
+    )
+    docker.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="a label on every container, besides gyoza.run_id, gyoza.attempt and "
+        "gyoza.worker_id; repeat for more",
+    )
+    worker.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="a variable every op gets (a container's environment, or added to the "
+        "command's); repeat for more",
+    )
+    worker.add_argument(
+        "--stop-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="when a run is stopped (cancelled, shutdown), how long its op gets between "
+        "SIGTERM and SIGKILL (default %(default)s)",
+    )
+    worker.add_argument(
+        "--max-output-bytes",
+        type=int,
+        default=1024 * 1024,
+        metavar="N",
+        help="the largest stdout an op may write (its outputs); past it the op is stopped and "
+        "the run fails (default %(default)s, the server's default --max-json-bytes)",
+    )
     worker.add_argument(
         "--worker-id",
         default=_env("GYOZA_WORKER_ID", ""),

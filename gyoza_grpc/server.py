@@ -50,6 +50,7 @@ from gyoza_grpc.store.stats_store import StatsStore
 from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
 from gyoza_grpc.streams.pg_wakeup import PgWakeup, new_replica_id
+from gyoza_grpc.streams.stop_signal import StopSignal
 from gyoza_grpc.streams.watch import EventWatcher
 from gyoza_grpc.streams.watch_slots import WatchSlots
 from gyoza_grpc.streams.work_signal import WorkSignal
@@ -101,6 +102,8 @@ class GyozaServer:
     # PostgreSQL: the LISTEN connection and catch-up that carry other replicas' wake-ups.
     wakeup: PgWakeup | None = None
     metrics: ServerMetrics | None = None
+    # Wakes WaitForStopOrders long-polls.
+    stop_signal: StopSignal = field(default_factory=StopSignal)
     # The database health monitor, the metrics refresh.
     background: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = field(default=False, init=False)
@@ -118,6 +121,7 @@ class GyozaServer:
         await self.health.enter_graceful_shutdown()  # ends the Health/Watch streams too
         self.fanout.close()
         self.work_signal.close()
+        self.stop_signal.close()
         tasks = [self.sweeper, *self.background]
         for task in tasks:
             task.cancel()
@@ -157,11 +161,13 @@ async def start_server(
         raise
     fanout = FanOut()
     work_signal = WorkSignal()
+    stop_signal = StopSignal()
     metrics = ServerMetrics(clock=clock) if config.metrics_port is not None else None
 
     def on_events(run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
         fanout.publish(run, events, published)
         work_signal.on_events(run, events, published)
+        stop_signal.on_events(run, events, published)
         if metrics is not None:
             metrics.on_events(run, events)
 
@@ -183,6 +189,7 @@ async def start_server(
             workers=worker_store,
             fanout=fanout,
             work_signal=work_signal,
+            stop_signal=stop_signal,
             catchup_s=config.catchup_interval_s,
         )
     watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
@@ -222,6 +229,7 @@ async def start_server(
             worker_store,
             work_signal,
             lease_s=config.lease_seconds,
+            stop_signal=stop_signal,
             max_response_bytes=limits.max_response_bytes,
         ),
         services,
@@ -277,6 +285,7 @@ async def start_server(
         config=config,
         workers=worker_store,
         work_signal=work_signal,
+        stop_signal=stop_signal,
         sweeper=sweeper,
         wakeup=wakeup,
         db_health=db_health,

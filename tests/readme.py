@@ -1,8 +1,10 @@
-"""README.md's walkthroughs as test steps, shared by the tests that run them for real.
+"""README.md's walkthroughs (or any Markdown file's) as test steps, shared by the tests that
+run them for real.
 
-A step is a `<!-- KIND: NAME ... -->` comment, the fenced ```bash block right after it (blank
-lines skipped) and, if the next fenced block is ```json or ```text, what the README shows as the
-answer. The README's commands use 127.0.0.1:50051 (README_TARGET) for the server's address.
+A step is a `<!-- KIND: NAME ... -->` comment, the fenced ```bash block (or another language's)
+right after it (blank lines skipped) and, if the next fenced block is ```json or ```text, what
+the page shows as the answer. The README's commands use 127.0.0.1:50051 (README_TARGET) for the
+server's address.
 """
 
 from __future__ import annotations
@@ -46,22 +48,30 @@ def fenced(lines: list[str], i: int) -> tuple[str, str, int] | None:
     return m[1], "\n".join(lines[i + 1 : end]), end + 1
 
 
-def marked_steps(kind: str, args: str = "", text: str | None = None) -> list[MarkedStep]:
-    """Every `<!-- KIND: NAME ARGS -->` step of README.md (or `text`), in order.
+def marked_steps(
+    kind: str,
+    args: str = "",
+    text: str | None = None,
+    *,
+    path: Path = README,
+    lang: str = "bash",
+) -> list[MarkedStep]:
+    """Every `<!-- KIND: NAME ARGS -->` step of `path` (README.md; or of `text`), in order,
+    each a ```LANG block (```bash by default).
 
     `args` is a regex for what may follow the name; a marker of this kind that does not match
     fails, so a typo cannot silently drop a step.
     """
     marker = re.compile(rf"^<!-- {re.escape(kind)}: (?P<name>[\w-]+)(?P<args>{args}) -->$")
-    lines = (README.read_text() if text is None else text).splitlines()
+    lines = (path.read_text() if text is None else text).splitlines()
     steps = []
     for i, line in enumerate(lines):
         if not line.startswith(f"<!-- {kind}: "):
             continue
         m = marker.match(line)
-        assert m is not None, f"README.md:{i + 1}: malformed marker {line!r}"
+        assert m is not None, f"{path.name}:{i + 1}: malformed marker {line!r}"
         block = fenced(lines, i + 1)
-        assert block is not None and block[0] == "bash", f"README.md:{i + 1}: no ```bash after"
+        assert block is not None and block[0] == lang, f"{path.name}:{i + 1}: no ```{lang} after"
         _, command, end = block
         shown = fenced(lines, end)
         if shown is not None and shown[0] in ("json", "text"):

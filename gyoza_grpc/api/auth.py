@@ -22,23 +22,13 @@ import grpc
 from gyoza_grpc.api import roles
 from gyoza_grpc.api.errors import to_status
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, parse_keys_file, parse_keys_list
-from gyoza_grpc.domain.errors import GyozaError
+from gyoza_grpc.domain.errors import GyozaError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger("gyoza_grpc.auth")
 
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
 _HOW = f"send metadata '{API_KEY_HEADER}: KEY' or '{AUTHORIZATION_HEADER}: Bearer KEY'"
-
-
-class Unauthenticated(GyozaError):
-    code = "UNAUTHENTICATED"
-    reason = "API_KEY_MISSING"
-
-
-class PermissionDenied(GyozaError):
-    code = "PERMISSION_DENIED"
-    reason = "ROLE_FORBIDDEN"
 
 
 def load_api_keys(path: str, env_value: str) -> ApiKeys:
@@ -121,6 +111,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             log.info("refused %s: role %s may not call it", method, role)
             return PermissionDenied(
                 f"role '{role}' may not call {method}",
+                reason="ROLE_FORBIDDEN",
                 metadata={"role": str(role), "method": method},
             )
         return None

@@ -3,11 +3,11 @@
 - admin: every method.
 - reader: every Get*, List* and Watch* method of the gyoza services, found by name in the
   descriptors, so a new read RPC is readable and any other new RPC is admin-only: never open.
-- worker: what a worker process calls (Heartbeat, ClaimRuns, AddEvent, GetRun, ListEvents,
-  WatchEvents), plus the two calls the worker SDK reconciles with: GetWorker (what the server
-  says it holds, read only) and ReleaseRun (hand back an ASSIGNED attempt that worker holds
-  and never started). Not UpdateRun: a worker key cannot edit any run it likes.
-  A name here that the descriptors do not have fails at import.
+- worker: what a worker process calls (Heartbeat, ClaimRuns, WaitForStopOrders, AddEvent,
+  GetRun, ListEvents, WatchEvents), plus the two calls the worker SDK reconciles with:
+  GetWorker (what the server says it holds, read only) and ReleaseRun (hand back an ASSIGNED
+  attempt that worker holds and never started). Not UpdateRun: a worker key cannot edit any
+  run it likes. A name here that the descriptors do not have fails at import.
 
 The health check and server reflection stay open: load balancers and grpcurl need no key.
 """
@@ -54,9 +54,9 @@ _RUNS, _TOPICS, _WORKERS, _DEFINITIONS = GYOZA_SERVICES
 
 ALL_METHODS = _all(GYOZA_SERVICES)
 READER_METHODS = frozenset(m for m in ALL_METHODS if m.rsplit("/", 1)[1].startswith(READ_PREFIXES))
-WORKER_METHODS = _named(_WORKERS, "Heartbeat", "ClaimRuns", "ReleaseRun", "GetWorker") | _named(
-    _RUNS, "AddEvent", "GetRun", "ListEvents", "WatchEvents"
-)
+WORKER_METHODS = _named(
+    _WORKERS, "Heartbeat", "ClaimRuns", "ReleaseRun", "GetWorker", "WaitForStopOrders"
+) | _named(_RUNS, "AddEvent", "GetRun", "ListEvents", "WatchEvents")
 
 ALLOWED: dict[Role, frozenset[str]] = {
     Role.ADMIN: ALL_METHODS,

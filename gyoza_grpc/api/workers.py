@@ -1,4 +1,5 @@
-"""WorkerService: heartbeats, claims (with long-poll) and the workers' view."""
+"""WorkerService: heartbeats, claims and stop orders (each with a long-poll), and the workers'
+view."""
 
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS
 from gyoza_grpc.domain.model import Run
 from gyoza_grpc.domain.placement import Capacity, Gpu
-from gyoza_grpc.domain.workers import HeldAttempt, validate_registration
+from gyoza_grpc.domain.workers import (
+    MAX_NOT_READY_REASON_LEN,
+    HeldAttempt,
+    StopOrder,
+    validate_registration,
+)
 from gyoza_grpc.store.worker_store import WorkerDetail, WorkerStore
+from gyoza_grpc.streams.stop_signal import StopSignal
 from gyoza_grpc.streams.work_signal import WorkSignal
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -29,6 +36,24 @@ MAX_WAIT_S = 60.0
 
 def _worker_id(value: str) -> str:
     return convert.required_text(value, "worker_id")
+
+
+def _wait_s(wait: Any) -> float:
+    """A request's `wait` in seconds: INVALID_ARGUMENT outside 0..MAX_WAIT_S."""
+    wait_s: float = wait.seconds + wait.nanos / 1e9
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        raise InvalidArgument.field("wait", f"must be between 0 and {MAX_WAIT_S:g} s")
+    return wait_s
+
+
+def _running(held: Any, field: str) -> list[HeldAttempt]:
+    return [HeldAttempt(convert.text(h.run_id, f"{field}.run_id"), h.attempt) for h in held]
+
+
+def _orders_pb(orders: list[StopOrder]) -> list[workers_pb2.StopOrder]:
+    return [
+        workers_pb2.StopOrder(run_id=o.run_id, attempt=o.attempt, reason=o.reason) for o in orders
+    ]
 
 
 def _capacity(r: workers_pb2.Resources) -> Capacity:
@@ -63,6 +88,7 @@ def worker_to_pb(d: WorkerDetail) -> workers_pb2.Worker:
         registered_at=convert.now_pb(w.registered_at),
         lease_expires_at=convert.now_pb(w.lease_expires_at),
         held=[workers_pb2.HeldAttempt(run_id=h.run_id, attempt=h.attempt) for h in d.held],
+        not_ready_reason=w.not_ready_reason,
     )
 
 
@@ -93,11 +119,13 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
         *,
         lease_s: int,
         max_response_bytes: int = DEFAULT_LIMITS.max_response_bytes,
+        stop_signal: StopSignal | None = None,
     ) -> None:
         self._store = store
         self._signal = signal
         self._lease_s = lease_s
         self._max_response_bytes = max_response_bytes
+        self._stops = stop_signal or StopSignal()
 
     @unary
     async def Heartbeat(
@@ -107,22 +135,39 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
         resources = _capacity(request.resources)
         tags = [convert.text(t, "tags") for t in request.tags]
         validate_registration(worker_id, resources, tags)
-        running = [
-            HeldAttempt(convert.text(h.run_id, "running.run_id"), h.attempt)
-            for h in request.running
+        running = _running(request.running, "running")
+        # Kept short rather than refused: a worker must never fail to heartbeat over it.
+        not_ready = convert.text(request.not_ready_reason, "not_ready_reason")[
+            :MAX_NOT_READY_REASON_LEN
         ]
         orders = await self._store.heartbeat(
-            worker_id, resources, tags, running, timedelta(seconds=self._lease_s)
+            worker_id, resources, tags, running, timedelta(seconds=self._lease_s), not_ready
         )
         # New capacity may fit runs that were waiting.
         self._signal.notify_worker(worker_id)
-        return workers_pb2.HeartbeatResponse(
-            lease_seconds=self._lease_s,
-            stop=[
-                workers_pb2.StopOrder(run_id=o.run_id, attempt=o.attempt, reason=o.reason)
-                for o in orders
-            ],
-        )
+        return workers_pb2.HeartbeatResponse(lease_seconds=self._lease_s, stop=_orders_pb(orders))
+
+    @unary
+    async def WaitForStopOrders(
+        self, request: workers_pb2.WaitForStopOrdersRequest, context: Context
+    ) -> workers_pb2.WaitForStopOrdersResponse:
+        worker_id = _worker_id(request.worker_id)
+        running = _running(request.running, "running")
+        wait_s = _wait_s(request.wait)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait_s = min(wait_s, max(0.0, remaining - 0.05))  # answer before the deadline
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        with self._stops.watch(worker_id, running) as waiter:
+            while True:
+                waiter.clear()  # a change from here on wakes the wait below
+                orders = await self._store.stop_orders(worker_id, running)
+                left = deadline - loop.time()
+                if orders or left <= 0 or self._stops.closed:
+                    break
+                await waiter.wait(left)
+        return workers_pb2.WaitForStopOrdersResponse(stop=_orders_pb(orders))
 
     @unary
     async def ReleaseRun(
@@ -148,9 +193,10 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
             violations.append(
                 FieldViolation("max_runs", f"must be between 1 and {MAX_CLAIM} (0 means 1)")
             )
-        wait_s = request.wait.seconds + request.wait.nanos / 1e9
-        if not 0 <= wait_s <= MAX_WAIT_S:
-            violations.append(FieldViolation("wait", f"must be between 0 and {MAX_WAIT_S:g} s"))
+        try:
+            wait_s = _wait_s(request.wait)
+        except InvalidArgument as err:
+            violations.extend(err.violations)
         if violations:
             raise InvalidArgument.for_fields(violations)
         remaining = context.time_remaining()

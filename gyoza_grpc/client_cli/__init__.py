@@ -1,13 +1,13 @@
-"""The client commands of `gyoza-grpc`: runs, definitions and workers over the typed stubs.
+"""The client commands of `gyoza-grpc`: runs, definitions and workers over `gyoza_grpc.client`.
 
 `register(sub)` adds them to the top-level parser; `run(args)` runs the one chosen and returns
-its exit code (see `failures` for the codes).
+its exit code (see `failures` for the codes). Connection, retries and watch resumption are the
+client's (`client_from_args`); the commands only read flags and print.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import textwrap
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gyoza_grpc.client_cli.failures import EXIT_CODES_HELP
 
 if TYPE_CHECKING:
-    from gyoza_grpc.channel import Connection
+    from gyoza_grpc.client import Client
 
 CLIENT_COMMANDS = ("runs", "definitions", "workers")
 
@@ -33,6 +33,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 DEFAULT_TIMEOUT_S = 30.0
+# Safe calls: three attempts, about 0.3 s of waits: a restart's blip, not a long outage.
+CLI_RETRY_ATTEMPTS = 3
+_MAX_TIMEOUT_S = 10**9  # about 30 years; a timedelta holds no more than 10**14
 
 
 def _common() -> argparse.ArgumentParser:
@@ -66,24 +69,23 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen client command; errors become one line on stderr and an exit code."""
-    import grpc
-
+    from gyoza_grpc.client import GyozaError
     from gyoza_grpc.client_cli.failures import (
         EXIT_INTERRUPTED,
         UsageError,
-        report_rpc_error,
+        report_error,
         report_usage,
     )
     from gyoza_grpc.client_cli.output import Output
 
     try:
-        conn = _connection(args)
-        code: int = args.client_handler(args, conn, Output(as_json=args.json))
+        with client_from_args(args) as client:
+            code: int = args.client_handler(args, client, Output(as_json=args.json))
         return code
     except UsageError as err:
         return report_usage(err)
-    except grpc.RpcError as err:
-        return report_rpc_error(err)
+    except GyozaError as err:
+        return report_error(err)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -93,14 +95,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
-def _connection(args: argparse.Namespace) -> Connection:
-    """The shared connection flags plus --timeout; a bad flag or TLS file is a usage error."""
+def client_from_args(args: argparse.Namespace) -> Client:
+    """A client for the shared connection flags plus --timeout (close it); a bad flag or TLS
+    file is a usage error. Safe calls are tried again a few times (a server restarting);
+    `runs watch` resumes through longer outages (the client's default)."""
+    from datetime import timedelta
+
     from gyoza_grpc.channel import connection_from_args
+    from gyoza_grpc.client import Client, RetryConfig
     from gyoza_grpc.client_cli.failures import UsageError
     from gyoza_grpc.client_cli.inputs import check_utf8
 
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    if not 0 < args.timeout <= _MAX_TIMEOUT_S:  # NaN too
+        raise UsageError(f"--timeout must be positive, at most {_MAX_TIMEOUT_S} seconds")
     for name, value in vars(args).items():  # bytes that are not UTF-8 come as surrogates
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str):
@@ -109,4 +116,10 @@ def _connection(args: argparse.Namespace) -> Connection:
         conn = connection_from_args(args)
     except ValueError as err:  # an empty --target, a TLS file that is missing or not PEM
         raise UsageError(str(err)) from None
-    return dataclasses.replace(conn, timeout_s=args.timeout)
+    return Client(
+        conn.target,
+        api_key=conn.api_key,
+        tls=conn.credentials or False,
+        timeout=timedelta(seconds=args.timeout),
+        retry=RetryConfig(max_attempts=CLI_RETRY_ATTEMPTS),
+    )

@@ -8,8 +8,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from gyoza.v1 import definitions_pb2, definitions_pb2_grpc
-from gyoza_grpc.channel import Connection
+from gyoza.v1 import definitions_pb2
+from gyoza_grpc.client import Client
 from gyoza_grpc.client_cli.failures import EXIT_OK, UsageError
 from gyoza_grpc.client_cli.inputs import int32, read_json_object
 from gyoza_grpc.client_cli.output import Output, enum_name, plain, when
@@ -46,10 +46,6 @@ def add_definitions(sub: Any, common: argparse.ArgumentParser, parser_class: typ
     ls.set_defaults(client_handler=list_definitions)
 
 
-def _stub(channel: Any) -> definitions_pb2_grpc.DefinitionServiceStub:
-    return definitions_pb2_grpc.DefinitionServiceStub(channel)
-
-
 def read_definition(path: str) -> definitions_pb2.Definition:
     doc = read_json_object(path, "FILE")
     request = D.UpsertDefinitionRequest()
@@ -63,11 +59,8 @@ def read_definition(path: str) -> definitions_pb2.Definition:
     return request.definition
 
 
-def upsert_definition(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    definition = read_definition(args.file)
-    with conn.blocking() as channel:
-        req = D.UpsertDefinitionRequest(definition=definition)
-        resp = _stub(channel).UpsertDefinition(req, timeout=conn.timeout_s)
+def upsert_definition(args: argparse.Namespace, client: Client, out: Output) -> int:
+    resp = client.upsert_definition(read_definition(args.file))
     if out.as_json:
         out.json_document(resp)
         return EXIT_OK
@@ -77,10 +70,8 @@ def upsert_definition(args: argparse.Namespace, conn: Connection, out: Output) -
     return EXIT_OK
 
 
-def get_definition(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.blocking() as channel:
-        req = D.GetDefinitionRequest(name=args.name, version=args.version)
-        definition = _stub(channel).GetDefinition(req, timeout=conn.timeout_s).definition
+def get_definition(args: argparse.Namespace, client: Client, out: Output) -> int:
+    definition = client.get_definition(args.name, version=args.version)
     if out.as_json:
         out.json_document(definition)
     else:
@@ -88,12 +79,11 @@ def get_definition(args: argparse.Namespace, conn: Connection, out: Output) -> i
     return EXIT_OK
 
 
-def list_definitions(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.blocking() as channel:
-        req = D.ListDefinitionsRequest(limit=args.limit, starting_after=args.starting_after)
-        resp = _stub(channel).ListDefinitions(req, timeout=conn.timeout_s)
+def list_definitions(args: argparse.Namespace, client: Client, out: Output) -> int:
+    pager = client.list_definitions(page_size=args.limit, starting_after=args.starting_after)
+    page = pager.first_page()
     if out.as_json:
-        out.json_document(resp)
+        out.json_document(D.ListDefinitionsResponse(definitions=page.items, has_more=page.has_more))
         return EXIT_OK
     out.table(
         ("NAME", "VERSION", "IMAGE", "INPUTS", "TOPIC", "CREATED"),
@@ -106,11 +96,11 @@ def list_definitions(args: argparse.Namespace, conn: Connection, out: Output) ->
                 d.event_delivery.topic or "-",
                 when(d.created_at),
             )
-            for d in resp.definitions
+            for d in page.items
         ),
     )
-    if resp.has_more and resp.definitions:
-        out.note(f"more: --starting-after {resp.definitions[-1].name}")
+    if page.has_more and page.items:
+        out.note(f"more: --starting-after {page.items[-1].name}")
     return EXIT_OK
 
 

@@ -15,11 +15,9 @@ Exit codes (the same for every client command):
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
-import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from gyoza_grpc.domain.errors import GyozaError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -32,16 +30,16 @@ EXIT_CODES_HELP = __doc__.split("\n\n", 1)[1].strip() if __doc__ else ""
 # The statuses a client causes: asking again unchanged would be refused again.
 REFUSALS = frozenset(
     {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.UNIMPLEMENTED,
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "FAILED_PRECONDITION",
+        "OUT_OF_RANGE",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "RESOURCE_EXHAUSTED",
+        "ABORTED",
+        "UNIMPLEMENTED",
     }
 )
 
@@ -55,26 +53,9 @@ def report_usage(err: UsageError, stream: TextIO = sys.stderr) -> int:
     return EXIT_USAGE
 
 
-def report_rpc_error(err: grpc.RpcError, stream: TextIO = sys.stderr) -> int:
+def report_error(err: GyozaError, stream: TextIO = sys.stderr) -> int:
     """`error: CODE: message`, then one line per BadRequest field violation; the exit code."""
-    code: Any = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-    message = err.details() if isinstance(err, grpc.Call) else str(err)
-    print(f"error: {code.name}: {message}", file=stream)
-    for violation in _field_violations(err):
+    print(f"error: {err.code}: {err.message}", file=stream)
+    for violation in err.violations:
         print(f"  {violation.field}: {violation.description}", file=stream)
-    return EXIT_REFUSED if code in REFUSALS else EXIT_UNAVAILABLE
-
-
-def _field_violations(err: grpc.RpcError) -> list[Any]:
-    try:
-        status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
-    except ValueError:  # details that contradict the call's code or message
-        return []
-    if status is None:
-        return []
-    found: list[Any] = []
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad):
-            found.extend(bad.field_violations)
-    return found
+    return EXIT_REFUSED if err.code in REFUSALS else EXIT_UNAVAILABLE

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 from google.protobuf import duration_pb2
 from rich.text import Text
 
-from gyoza.v1 import definitions_pb2, definitions_pb2_grpc, runs_pb2, runs_pb2_grpc
-from gyoza_grpc.channel import Connection
+from gyoza.v1 import runs_pb2
+from gyoza_grpc.client import Client, RunState
 from gyoza_grpc.client_cli.failures import EXIT_OK, EXIT_UNAVAILABLE, UsageError
 from gyoza_grpc.client_cli.inputs import (
     int32,
@@ -144,34 +143,27 @@ def add_runs(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> N
     watch.set_defaults(client_handler=watch_events)
 
 
-def run_stub(channel: grpc.Channel) -> runs_pb2_grpc.RunServiceStub:
-    return runs_pb2_grpc.RunServiceStub(channel)
-
-
-def create_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
+def create_run(args: argparse.Namespace, client: Client, out: Output) -> int:
     inputs = read_json_object(args.inputs_file, "--inputs-file") if args.inputs_file else {}
     inputs.update(parse_pairs(args.input, "--input"))
     inputs_pb = to_struct(inputs, "inputs")
-    with conn.blocking() as channel:
-        if args.definition:
-            _refuse_ad_hoc_flags(args)
-            req = definitions_pb2.CreateRunFromDefinitionRequest(
-                name=args.definition,
-                version=args.version,
-                inputs=inputs_pb,
-                priority=args.priority,
-                request_id=args.request_id,
-            )
-            stub = definitions_pb2_grpc.DefinitionServiceStub(channel)
-            run = stub.CreateRunFromDefinition(req, timeout=conn.timeout_s).run
-        else:
-            if args.version:
-                raise UsageError("--version goes with --definition")
-            run = (
-                run_stub(channel)
-                .CreateRun(_create_request(args, inputs_pb), timeout=conn.timeout_s)
-                .run
-            )
+    # No --request-id: the client makes one, so its retries never create a second run.
+    request_id = args.request_id or None
+    if args.definition:
+        _refuse_ad_hoc_flags(args)
+        run = client.create_run_from_definition(
+            args.definition,
+            version=args.version,
+            inputs=inputs_pb,
+            priority=args.priority,
+            request_id=request_id,
+        )
+    else:
+        if args.version:
+            raise UsageError("--version goes with --definition")
+        run = client.create_run(
+            args.image, inputs=inputs_pb, request_id=request_id, **_ad_hoc(args)
+        )
     if args.quiet:
         print(run.id)
     elif out.as_json:
@@ -216,7 +208,8 @@ def _duration(seconds: float | None, flag: str) -> duration_pb2.Duration | None:
     return d
 
 
-def _create_request(args: argparse.Namespace, inputs: Any) -> runs_pb2.CreateRunRequest:
+def _ad_hoc(args: argparse.Namespace) -> dict[str, Any]:
+    """create_run's arguments from the ad-hoc flags."""
     constraints = runs_pb2.Constraints(
         cpu=args.cpu, ram_mb=args.ram_mb, vram_mb=args.vram_mb, gpu_id=args.gpu_id
     )
@@ -229,25 +222,17 @@ def _create_request(args: argparse.Namespace, inputs: Any) -> runs_pb2.CreateRun
     attributes = parse_pairs(args.attribute, "--attribute")
     if attributes and not args.topic:
         raise UsageError("--attribute goes with --topic")
-    delivery = runs_pb2.EventDelivery(
-        topic=args.topic, attributes=to_struct(attributes, "attributes")
-    )
-    return runs_pb2.CreateRunRequest(
-        image=args.image,
-        priority=args.priority,
-        inputs=inputs,
-        constraints=constraints,
-        retry_policy=retry,
-        event_delivery=delivery,
-        request_id=args.request_id,
-    )
+    return {
+        "priority": args.priority,
+        "constraints": constraints,
+        "retry_policy": retry,
+        "topic": args.topic,
+        "attributes": to_struct(attributes, "attributes"),
+    }
 
 
-def get_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    view = S.RUN_VIEW_FULL if args.events else S.RUN_VIEW_BASIC
-    with conn.blocking() as channel:
-        req = runs_pb2.GetRunRequest(id=args.id, view=view)
-        run = run_stub(channel).GetRun(req, timeout=conn.timeout_s).run
+def get_run(args: argparse.Namespace, client: Client, out: Output) -> int:
+    run = client.get_run(args.id, with_events=args.events)
     if out.as_json:
         out.json_document(run)
         return EXIT_OK
@@ -258,24 +243,21 @@ def get_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
     return EXIT_OK
 
 
-def list_runs(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    req = runs_pb2.ListRunsRequest(
-        limit=args.limit,
-        starting_after=args.starting_after,
-        ending_before=args.ending_before,
-        state=S.RunState.Value(f"RUN_STATE_{(args.state or 'unspecified').upper()}"),
-        op_definition=args.definition,
+def list_runs(args: argparse.Namespace, client: Client, out: Output) -> int:
+    pager = client.list_runs(
+        state=RunState[(args.state or "unspecified").upper()],
+        definition=args.definition,
         image=args.image,
         topic=args.topic,
+        created_gte=_when(args.since, "--since"),
+        created_lt=_when(args.until, "--until"),
+        starting_after=args.starting_after,
+        ending_before=args.ending_before,
+        page_size=args.limit,  # 0: the server's default
     )
-    if args.since:
-        req.created_gte.CopyFrom(timestamp(args.since, "--since"))
-    if args.until:
-        req.created_lt.CopyFrom(timestamp(args.until, "--until"))
-    with conn.blocking() as channel:
-        resp = run_stub(channel).ListRuns(req, timeout=conn.timeout_s)
+    page = pager.first_page()
     if out.as_json:
-        out.json_document(resp)
+        out.json_document(runs_pb2.ListRunsResponse(data=page.items, has_more=page.has_more))
         return EXIT_OK
     out.table(
         ("ID", "STATE", "PRIORITY", "WHAT", "PROGRESS", "ATTEMPT", "CREATED"),
@@ -289,36 +271,42 @@ def list_runs(args: argparse.Namespace, conn: Connection, out: Output) -> int:
                 _attempt(r),
                 when(r.created_at),
             )
-            for r in resp.data
+            for r in page.items
         ),
     )
-    if resp.has_more and resp.data:
+    if page.has_more and page.items:
         if args.ending_before:
-            out.note(f"more: --ending-before {resp.data[0].id}")
+            out.note(f"more: --ending-before {page.items[0].id}")
         else:
-            out.note(f"more: --starting-after {resp.data[-1].id}")
+            out.note(f"more: --starting-after {page.items[-1].id}")
     return EXIT_OK
 
 
-def cancel_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.blocking() as channel:
-        req = runs_pb2.CancelRunRequest(id=args.id, reason=args.reason)
-        run = run_stub(channel).CancelRun(req, timeout=conn.timeout_s).run
-    _print_run(out, run)
+def _when(text: str | None, flag: str) -> datetime | None:
+    return None if not text else timestamp(text, flag).ToDatetime(tzinfo=UTC)
+
+
+def cancel_run(args: argparse.Namespace, client: Client, out: Output) -> int:
+    _print_run(out, client.cancel_run(args.id, reason=args.reason))
     return EXIT_OK
 
 
-def retry_run(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.blocking() as channel:
-        req = runs_pb2.RetryRunRequest(id=args.id)
-        run = run_stub(channel).RetryRun(req, timeout=conn.timeout_s).run
-    _print_run(out, run)
+def retry_run(args: argparse.Namespace, client: Client, out: Output) -> int:
+    _print_run(out, client.retry_run(args.id))
     return EXIT_OK
 
 
-def list_events(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.blocking() as channel:
-        events = list(_read_events(run_stub(channel), args, conn.timeout_s))
+def list_events(args: argparse.Namespace, client: Client, out: Output) -> int:
+    # Every page, or at most --limit events (a page of that size: the server checks it).
+    events = list(
+        client.list_events(
+            args.id,
+            after=args.after,
+            attempt=args.attempt,
+            page_size=args.limit or _EVENTS_PAGE,
+            limit=args.limit if args.limit > 0 else None,
+        )
+    )
     if out.as_json:
         for event in events:
             out.json_line(event)
@@ -327,35 +315,10 @@ def list_events(args: argparse.Namespace, conn: Connection, out: Output) -> int:
     return EXIT_OK
 
 
-def _read_events(
-    stub: runs_pb2_grpc.RunServiceStub, args: argparse.Namespace, timeout_s: float | None
-) -> Iterator[runs_pb2.Event]:
-    """Every event asked for: pages of ListEvents until has_more is false (or --limit)."""
-    after = args.after
-    left = args.limit
-    while True:
-        req = runs_pb2.ListEventsRequest(
-            run_id=args.id, after=after, attempt=args.attempt, limit=left or _EVENTS_PAGE
-        )
-        resp = stub.ListEvents(req, timeout=timeout_s)
-        yield from resp.events
-        if not resp.has_more or not resp.events:
-            return
-        if left:  # a page may end early (the server's response budget): the rest of --limit
-            left -= len(resp.events)
-            if left <= 0:
-                return
-        after = resp.events[-1].seq
-
-
-def watch_events(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.blocking() as channel:
-        stub = run_stub(channel)
-        state = watch_run(stub, args.id, args.after, out)
-        if state is None:  # nothing after --after: ask the run itself
-            state = stub.GetRun(
-                runs_pb2.GetRunRequest(id=args.id), timeout=conn.timeout_s
-            ).run.state
+def watch_events(args: argparse.Namespace, client: Client, out: Output) -> int:
+    state = watch_run(client, args.id, args.after, out)
+    if state is None:  # nothing after --after: ask the run itself
+        state = client.get_run(args.id).state
     code = WATCH_EXIT_CODES.get(S.RunState.ValueType(state))
     if code is None:
         name = enum_name(S.RunState, state, "RUN_STATE_")

@@ -7,7 +7,8 @@ from contextlib import ExitStack
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.text import Text
 
-from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza.v1 import runs_pb2
+from gyoza_grpc.client import Client
 from gyoza_grpc.client_cli.output import Output, enum_name, event_type_name, when
 
 S = runs_pb2
@@ -47,14 +48,12 @@ class _Bar:
         self._progress.update(self._task, completed=done, description=description, refresh=True)
 
 
-def watch_run(
-    stub: runs_pb2_grpc.RunServiceStub, run_id: str, after: int | None, out: Output
-) -> int | None:
-    """Print the run's events until its stream ends; the state after the last one (None: none).
+def watch_run(client: Client, run_id: str, after: int | None, out: Output) -> int | None:
+    """Print the run's events until the run ends; the state after the last one (None: none).
 
-    The stream has no deadline; Ctrl-C cancels it and propagates as KeyboardInterrupt.
+    The stream has no deadline, and resumes by itself after a dropped connection or a server
+    restart (the client's watch_retry); Ctrl-C cancels it and propagates as KeyboardInterrupt.
     """
-    call = stub.WatchEvents(runs_pb2.WatchEventsRequest(run_id=run_id, after=after))
     state: int | None = None
     with ExitStack() as stack:
         bar: _Bar | None = None
@@ -67,19 +66,12 @@ def watch_run(
             )
             stack.enter_context(progress)
             bar = _Bar(progress, run_id)
-        try:
-            for item in call:
-                if not item.HasField("event"):
-                    continue  # a heartbeat: the stream is alive
-                event = item.event
-                state = event.state
-                if out.as_json:
-                    out.json_line(event)
-                elif bar is not None:
-                    bar.show(event)
-                else:
-                    out.console.print(event_line(event))
-        except KeyboardInterrupt:
-            call.cancel()
-            raise
+        for event in client.watch_events(run_id, after=after):
+            state = event.state
+            if out.as_json:
+                out.json_line(event)
+            elif bar is not None:
+                bar.show(event)
+            else:
+                out.console.print(event_line(event))
     return state

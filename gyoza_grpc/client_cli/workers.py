@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gyoza.v1 import workers_pb2, workers_pb2_grpc
-from gyoza_grpc.channel import Connection
+from gyoza.v1 import workers_pb2
+from gyoza_grpc.client import Client
 from gyoza_grpc.client_cli.failures import EXIT_OK
 from gyoza_grpc.client_cli.output import Output, enum_name, when
 
@@ -26,12 +26,10 @@ def _gpus(resources: workers_pb2.Resources) -> str:
     return ", ".join(f"{g.gpu_id}:{g.vram_mb}" for g in resources.gpus) or "-"
 
 
-def list_workers(args: argparse.Namespace, conn: Connection, out: Output) -> int:
-    with conn.blocking() as channel:
-        stub = workers_pb2_grpc.WorkerServiceStub(channel)
-        resp = stub.ListWorkers(W.ListWorkersRequest(), timeout=conn.timeout_s)
+def list_workers(args: argparse.Namespace, client: Client, out: Output) -> int:
+    workers = client.list_workers()
     if out.as_json:
-        out.json_document(resp)
+        out.json_document(W.ListWorkersResponse(workers=workers))
         return EXIT_OK
     out.table(
         (
@@ -43,6 +41,7 @@ def list_workers(args: argparse.Namespace, conn: Connection, out: Output) -> int
             "TAGS",
             "RUNS",
             "LAST HEARTBEAT",
+            "NOT CLAIMING BECAUSE",
         ),
         (
             (
@@ -54,8 +53,9 @@ def list_workers(args: argparse.Namespace, conn: Connection, out: Output) -> int
                 ", ".join(w.tags) or "-",
                 str(len(w.held)),
                 when(w.last_heartbeat),
+                w.not_ready_reason or "-",
             )
-            for w in resp.workers
+            for w in workers
         ),
     )
     return EXIT_OK

@@ -1,8 +1,12 @@
 """The one error vocabulary of gyoza-grpc.
 
 The domain and the store raise these; `gyoza_grpc.api.errors` turns each into a gRPC status
-with a google.rpc.ErrorInfo (and a BadRequest for field violations). The code names are
-gRPC's, spelled as strings so the domain does not import grpc.
+with a google.rpc.ErrorInfo (and a BadRequest for field violations), and the client
+(`gyoza_grpc.client`) turns a status back into the same class, with the same reason,
+metadata and violations. There is one class per gRPC status code (`ERRORS_BY_CODE`, the
+table both directions use); the ErrorInfo reason (`RUN_LOCKED`, `STALE_ATTEMPT`, ...) says
+which refusal of that code it is. The code names are gRPC's, spelled as strings so the domain
+does not import grpc.
 """
 
 from __future__ import annotations
@@ -42,6 +46,16 @@ class GyozaError(Exception):
             self.reason = reason  # type: ignore[misc]
 
 
+class Cancelled(GyozaError):
+    code = "CANCELLED"
+    reason = "CANCELLED"
+
+
+class Unknown(GyozaError):
+    code = "UNKNOWN"
+    reason = "UNKNOWN"
+
+
 class InvalidArgument(GyozaError):
     code = "INVALID_ARGUMENT"
     reason = "INVALID_ARGUMENT"
@@ -58,6 +72,11 @@ class InvalidArgument(GyozaError):
         return cls.for_fields([FieldViolation(field, description)])
 
 
+class DeadlineExceeded(GyozaError):
+    code = "DEADLINE_EXCEEDED"
+    reason = "DEADLINE_EXCEEDED"
+
+
 class NotFound(GyozaError):
     code = "NOT_FOUND"
     reason = "NOT_FOUND"
@@ -68,9 +87,19 @@ class AlreadyExists(GyozaError):
     reason = "ALREADY_EXISTS"
 
 
+class PermissionDenied(GyozaError):
+    code = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
+
+
 class FailedPrecondition(GyozaError):
     code = "FAILED_PRECONDITION"
     reason = "FAILED_PRECONDITION"
+
+
+class Aborted(GyozaError):
+    code = "ABORTED"
+    reason = "ABORTED"
 
 
 class OutOfRange(GyozaError):
@@ -83,9 +112,54 @@ class ResourceExhausted(GyozaError):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class Unimplemented(GyozaError):
+    code = "UNIMPLEMENTED"
+    reason = "UNIMPLEMENTED"
+
+
+class Internal(GyozaError):
+    code = "INTERNAL"
+    reason = "INTERNAL"
+
+
 class Unavailable(GyozaError):
     code = "UNAVAILABLE"
     reason = "UNAVAILABLE"
+
+
+class DataLoss(GyozaError):
+    code = "DATA_LOSS"
+    reason = "DATA_LOSS"
+
+
+class Unauthenticated(GyozaError):
+    code = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"
+
+
+# The one table of the vocabulary: a gRPC status code name -> its class. The server sends
+# `type(err).code`; the client raises ERRORS_BY_CODE[code] (Unknown for a code not here).
+ERRORS_BY_CODE: Mapping[str, type[GyozaError]] = {
+    cls.code: cls
+    for cls in (
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    )
+}
 
 
 def run_not_found(run_id: str) -> NotFound:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
-from gyoza_grpc.domain.model import RunState
+from gyoza_grpc.domain.model import Event, EventType, RunState
 from gyoza_grpc.domain.placement import Capacity
 
 MAX_WORKER_ID_LEN = 256
 MAX_TAGS = 64
+MAX_NOT_READY_REASON_LEN = 1024
+# Events that leave a run where its holder goes on: the holder's own reports.
+_HOLDER_KEEPS_GOING = frozenset(
+    {EventType.PROGRESS, EventType.INFO, EventType.ERROR, EventType.STARTED}
+)
 # Eviction sweeps per lease, at least: their ticks are the clock that tells an outage.
 SWEEPS_PER_LEASE = 4
 
@@ -37,6 +42,7 @@ class Worker:
     registered_at: datetime
     last_heartbeat: datetime
     lease_expires_at: datetime
+    not_ready_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,13 @@ def validate_registration(worker_id: str, resources: Capacity, tags: Iterable[st
         violations.append(FieldViolation("tags", f"at most {MAX_TAGS} tags"))
     if violations:
         raise InvalidArgument.for_fields(violations)
+
+
+def may_stop_holder(events: Sequence[Event]) -> bool:
+    """Whether committed `events` may mean that the worker holding the run must abandon it
+    (a cancel, a final state, a new attempt, a reassignment, a run handed back to PENDING):
+    what wakes that worker's WaitForStopOrders. Its own progress and notes do not."""
+    return any(e.type not in _HOLDER_KEEPS_GOING or e.state is RunState.PENDING for e in events)
 
 
 def stop_orders(

@@ -112,9 +112,7 @@ class Calls:
         while True:
             after = found[-1].attempt if found else 0
             req = runs_pb2.ListAttemptsRequest(run_id=run_id, after=after)
-            resp: runs_pb2.ListAttemptsResponse = await self.up.runs.ListAttempts(
-                req, **self._opts
-            )
+            resp: runs_pb2.ListAttemptsResponse = await self.up.runs.ListAttempts(req, **self._opts)
             found.extend(resp.attempts)
             if not resp.has_more or not resp.attempts:
                 return found

@@ -143,6 +143,8 @@ workers = sa.Table(
     sa.Column("registered_at", sa.BigInteger, nullable=False),
     sa.Column("last_heartbeat", sa.BigInteger, nullable=False),
     sa.Column("lease_expires_at", sa.BigInteger, nullable=False),
+    # Why the worker claims nothing for now, as its last heartbeat said ("" while it claims).
+    sa.Column("not_ready_reason", sa.Text, nullable=False, server_default=""),
     sa.Index("ix_workers_state_lease", "state", "lease_expires_at"),
 )
 

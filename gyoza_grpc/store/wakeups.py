@@ -6,7 +6,8 @@ one `pg_notify` just before COMMIT (PostgreSQL delivers it only if the transacti
 Other replicas read the tables on receipt: a notification is a hint, never the data, so a lost
 one only delays (the periodic catch-up in streams/pg_wakeup.py bounds the delay).
 
-A payload is JSON, `{"o": origin, "r": [run ids], "t": [topics], "w": 1, "k": [worker ids]}`,
+A payload is JSON, `{"o": origin, "r": [run ids], "t": [topics], "w": 1, "k": [worker ids],
+"x": [run ids whose holder may have to stop]}`,
 kept under PostgreSQL's 8000-byte limit: a transaction that touched too many keys sends
 `{"o": origin, "all": 1}` instead, and receivers check every key they follow.
 """
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gyoza_grpc.domain.model import Event, Run, RunState
+from gyoza_grpc.domain.workers import may_stop_holder
 
 CHANNEL = "gyoza_wakeup"
 # PostgreSQL refuses payloads of 8000 bytes or more; leave room.
@@ -42,10 +44,12 @@ class Wakeups:
     runs: set[str] = field(default_factory=set)
     topics: set[str] = field(default_factory=set)
     workers: set[str] = field(default_factory=set)
+    # Runs whose holder may have to stop (wakes WaitForStopOrders on other replicas).
+    stops: set[str] = field(default_factory=set)
     claimable: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.topics or self.workers or self.claimable)
+        return bool(self.runs or self.topics or self.workers or self.stops or self.claimable)
 
     def add_events(self, run: Run, events: Sequence[Event]) -> None:
         if not events:
@@ -57,6 +61,8 @@ class Wakeups:
         self.claimable |= claimable
         if worker:
             self.workers.add(worker)
+        if may_stop_holder(events):
+            self.stops.add(run.id)
 
     def encode(self, origin: str) -> str:
         doc: dict[str, object] = {"o": origin}
@@ -66,6 +72,8 @@ class Wakeups:
             doc["t"] = sorted(self.topics)
         if self.workers:
             doc["k"] = sorted(self.workers)
+        if self.stops:
+            doc["x"] = sorted(self.stops)
         if self.claimable:
             doc["w"] = 1
         text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
@@ -82,6 +90,7 @@ class Wakeup:
     runs: tuple[str, ...] = ()
     topics: tuple[str, ...] = ()
     workers: tuple[str, ...] = ()
+    stops: tuple[str, ...] = ()
     claimable: bool = False
     # Too many keys for one payload: check everything this replica follows.
     everything: bool = False
@@ -105,6 +114,7 @@ def decode(payload: str) -> Wakeup | None:
         runs=strings("r"),
         topics=strings("t"),
         workers=strings("k"),
+        stops=strings("x"),
         claimable=bool(doc.get("w")),
         everything=bool(doc.get("all")),
     )

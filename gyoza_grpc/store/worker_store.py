@@ -87,6 +87,7 @@ def _worker_from_row(row: Any) -> Worker:
         registered_at=from_us(row.registered_at),
         last_heartbeat=from_us(row.last_heartbeat),
         lease_expires_at=from_us(row.lease_expires_at),
+        not_ready_reason=row.not_ready_reason,
     )
 
 
@@ -124,6 +125,7 @@ class WorkerStore:
         tags: Sequence[str],
         running: Sequence[HeldAttempt],
         lease: timedelta,
+        not_ready_reason: str = "",
     ) -> list[StopOrder]:
         """Register or renew a worker; an evicted one comes back as a new registration.
         An ASSIGNED attempt the worker does not report, and was handed before its previous
@@ -148,6 +150,7 @@ class WorkerStore:
                 "tags": json.dumps(list(tags)),
                 "last_heartbeat": to_us(now),
                 "lease_expires_at": to_us(now + lease),
+                "not_ready_reason": not_ready_reason,
             }
             if found is None:
                 await conn.execute(
@@ -200,6 +203,22 @@ class WorkerStore:
             .order_by(runs.c.id)
         )
         return [HeldAttempt(r.id, r.attempt) for r in await conn.execute(stmt)]
+
+    async def stop_orders(self, worker_id: str, running: Sequence[HeldAttempt]) -> list[StopOrder]:
+        """The attempts in `running` that `worker_id` must abandon now (a read: WaitForStopOrders
+        neither registers the worker nor renews its lease)."""
+        if not running:
+            return []
+        async with self._runs.read_transaction() as conn:
+            views = await self._run_views(conn, [h.run_id for h in running])
+        return stop_orders(worker_id, running, views)
+
+    async def run_views(self, run_ids: Sequence[str]) -> dict[str, RunView]:
+        """What decides, for each of these runs, whether its holder may keep executing it."""
+        if not run_ids:
+            return {}
+        async with self._runs.read_transaction() as conn:
+            return await self._run_views(conn, list(run_ids))
 
     async def _run_views(self, conn: AsyncConnection, run_ids: list[str]) -> dict[str, RunView]:
         if not run_ids:

@@ -7,15 +7,17 @@ dedicated asyncpg connection that LISTENs; a notification from another replica:
   (one read per key and notification, not one per watcher); more than a buffer's worth makes
   the watchers re-read at their own cursors;
 - for a claimable run: wakes one long-polling claim here (passed on as a local one would be);
-- for a worker whose capacity changed: wakes that worker's long-polls here.
+- for a worker whose capacity changed: wakes that worker's long-polls here;
+- for a run whose holder may have to stop: wakes the WaitForStopOrders calls watching it here.
 
 A notification is only a hint: the tables stay the truth. Notifications are lost while the
 listener is disconnected (and could be lost otherwise), so every `catchup_s` the catch-up
 compares `runs.last_seq` / `topics.last_cursor` of the keys with watchers against what the
-fan-out handed out and feeds the ones behind, and wakes one claim waiter when a claimable run
-exists. A lost notification therefore costs at most about one catch-up interval. The listener
-reconnects with backoff (and then catches up at once); it pings its connection so a silently
-dead one is noticed.
+fan-out handed out and feeds the ones behind, wakes one claim waiter when a claimable run
+exists, and reads the runs that WaitForStopOrders calls here watch (one query for all of them),
+waking those with something to stop. A lost notification therefore costs at most about one
+catch-up interval. The listener reconnects with backoff (and then catches up at once); it pings
+its connection so a silently dead one is noticed.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gyoza_grpc.config import DEFAULT_CATCHUP_S
+from gyoza_grpc.domain.workers import stop_orders
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.wakeups import CHANNEL, Wakeup, decode
 from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut, Key, run_key, topic_key
+from gyoza_grpc.streams.stop_signal import StopSignal
 from gyoza_grpc.streams.work_signal import WorkSignal
 
 log = logging.getLogger("gyoza_grpc.pg_wakeup")
@@ -82,6 +86,7 @@ class PgWakeup:
         workers: WorkerStore,
         fanout: FanOut,
         work_signal: WorkSignal,
+        stop_signal: StopSignal | None = None,
         catchup_s: float = DEFAULT_CATCHUP_S,
     ) -> None:
         self.replica_id = replica_id
@@ -90,6 +95,7 @@ class PgWakeup:
         self._workers = workers
         self._fanout = fanout
         self._signal = work_signal
+        self._stops = stop_signal or StopSignal()
         self._catchup_s = catchup_s
         self._feeding: dict[Key, asyncio.Task[None]] = {}
         self._feed_again: set[Key] = set()
@@ -146,6 +152,7 @@ class PgWakeup:
         if w.everything:
             self._catchup_now.set()
             self._signal.notify_one()
+            self._stops.wake_all()
             return
         for run_id in w.runs:
             self.feed(run_key(run_id))
@@ -155,6 +162,7 @@ class PgWakeup:
             self._signal.notify_one()
         for worker_id in w.workers:
             self._signal.notify_worker(worker_id)
+        self._stops.touched(w.stops)
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -247,7 +255,19 @@ class PgWakeup:
                     fed += 1
         if self._signal.waiting and await self._workers.any_claimable():
             self._signal.wake_one()
+        await self._catch_up_stops()
         return fed
+
+    async def _catch_up_stops(self) -> None:
+        """Wake the WaitForStopOrders calls with something to stop that no notification
+        announced: one read of every watched run."""
+        waiters = self._stops.waiters()
+        if not waiters:
+            return
+        views = await self._workers.run_views(sorted({r for w in waiters for r in w.run_ids}))
+        for waiter in waiters:
+            if stop_orders(waiter.worker_id, waiter.running, views):
+                waiter.wake()
 
     async def _catch_up_forever(self) -> None:
         while True:

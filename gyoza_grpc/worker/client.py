@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from gyoza_grpc.domain.model import Constraints
 from gyoza_grpc.domain.placement import Capacity
+from gyoza_grpc.domain.workers import MAX_NOT_READY_REASON_LEN
 
 JSON = dict[str, Any]
 EventTypePb: TypeAlias = runs_pb2.EventType.ValueType
@@ -181,12 +182,14 @@ class ServerClient:
         resources: Capacity,
         tags: Sequence[str],
         running: Iterable[tuple[str, int]],
+        not_ready_reason: str = "",
     ) -> HeartbeatReply:
         req = workers_pb2.HeartbeatRequest(
             worker_id=worker_id,
             resources=resources_pb(resources),
             tags=list(tags),
             running=[workers_pb2.HeldAttempt(run_id=r, attempt=a) for r, a in running],
+            not_ready_reason=not_ready_reason[:MAX_NOT_READY_REASON_LEN],
         )
         resp = await self.workers.Heartbeat(req, timeout=self.call_timeout_s)
         return HeartbeatReply(
@@ -202,6 +205,22 @@ class ServerClient:
             req, timeout=wait_s + max(CLAIM_DEADLINE_MARGIN_S, self.call_timeout_s)
         )
         return [ClaimedRun.from_pb(c) for c in resp.claims]
+
+    async def wait_for_stop_orders(
+        self, worker_id: str, running: Iterable[tuple[str, int]], wait_s: float
+    ) -> list[StopOrder]:
+        """The stop orders for `running`, as soon as there are any, or [] after `wait_s`."""
+        wait = duration_pb2.Duration()
+        wait.FromNanoseconds(int(wait_s * 1e9))
+        req = workers_pb2.WaitForStopOrdersRequest(
+            worker_id=worker_id,
+            running=[workers_pb2.HeldAttempt(run_id=r, attempt=a) for r, a in running],
+            wait=wait,
+        )
+        resp = await self.workers.WaitForStopOrders(
+            req, timeout=wait_s + max(CLAIM_DEADLINE_MARGIN_S, self.call_timeout_s)
+        )
+        return [StopOrder(s.run_id, s.attempt, s.reason) for s in resp.stop]
 
     async def add_event(
         self,

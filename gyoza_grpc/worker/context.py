@@ -105,6 +105,11 @@ class RunContext:
             self.stop_reason = reason
             self._cancelled.set()
 
+    @property
+    def closed(self) -> bool:
+        """The handler has returned: the attempt is ending (its final report follows)."""
+        return self._closed
+
     def close(self) -> None:
         """No more notes: the handler returned. Notes already queued are still sent."""
         if not self._closed:

@@ -1,6 +1,13 @@
 """One claimed attempt, start to end: STARTED, the handler (and its PROGRESS / INFO notes),
 then COMPLETED with its outputs or FAILED with its error.
 
+A handler may also have a staging step (`Staging`: a container executor pulls the image and
+creates the container), run before STARTED while the run is still ASSIGNED; what it stages is
+undone when the attempt ends, however it ends. Staging that fails fails the run (from
+ASSIGNED); staging that raises `NotReady` (the container engine is unreachable) hands the run
+back to PENDING instead, not counted as a try: a passing outage must not fail runs. Outputs
+that the server refuses (over its cap) fail the run, saying why, rather than losing the report.
+
 A handler is a plain function, run in a thread (`asyncio.to_thread`), or a coroutine function;
 it gets `(inputs, ctx)` and returns the outputs (a JSON object; None means `{}`). An exception
 becomes FAILED with its message. The final report is shielded: once the handler has returned,
@@ -18,7 +25,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+import grpc
 
 from gyoza.v1 import runs_pb2
 from gyoza_grpc.worker.client import to_struct
@@ -32,13 +41,32 @@ Handler: TypeAlias = Callable[[dict[str, Any], RunContext], Outputs | Awaitable[
 
 SHUTDOWN = "shutdown"
 MAX_ERROR_LEN = 8192
+# Refusals of a COMPLETED event that are about its outputs (the server's caps).
+_REFUSED_OUTPUTS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+Say: TypeAlias = Callable[[str], Awaitable[None]]
+
+
+class NotReady(Exception):
+    """The handler cannot run anything now (e.g. its container engine is unreachable): the
+    claim is handed back to PENDING, not failed."""
+
+
+@runtime_checkable
+class Staging(Protocol):
+    """A handler with a step before STARTED (see the module notes)."""
+
+    def stage(self, ctx: RunContext, say: Say) -> contextlib.AbstractAsyncContextManager[None]:
+        """Prepare the attempt (`say` records an INFO event on the run, in order) and undo it
+        on exit. Raises NotReady when nothing can run now; any other error fails the run."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How an attempt ended, as far as this worker is concerned."""
 
-    state: str  # "completed", "failed", "stopped"
+    state: str  # "completed", "failed", "released", "stopped"
     detail: str = ""
     duration_s: float = 0.0
 
@@ -136,6 +164,60 @@ async def execute(
     """Run one claimed attempt and report it. Raises Fenced or ReportFailed when STARTED
     cannot be reported, ReportFailed when the final report cannot, CancelledError when
     stopped."""
+    if not isinstance(handler, Staging):
+        return await _execute(ctx, handler, reporter, finals)
+    key = (ctx.run_id, ctx.attempt)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(handler.stage(ctx, _say(ctx, reporter)))
+        except NotReady as err:
+            message = error_message(err)
+            await reporter.release()
+            return Outcome("released", message)
+        except (Fenced, ReportFailed):
+            raise
+        except Exception as err:
+            message = error_message(err)
+            final = {"error_message": message, "error_type": type(err).__name__}
+            await finals.send(key, reporter.send(runs_pb2.EVENT_TYPE_FAILED, payload=final))
+            return Outcome("failed", message)
+        return await _execute(ctx, handler, reporter, finals)
+    raise AssertionError("unreachable")  # for mypy: the exit stack does not swallow errors
+
+
+def _say(ctx: RunContext, reporter: RunReporter) -> Say:
+    async def say(msg: str) -> None:
+        try:
+            await reporter.send(runs_pb2.EVENT_TYPE_INFO, msg=msg)
+        except ReportFailed as err:  # a lost note does not fail the run
+            log.warning("run %s: dropped a note: %s", ctx.run_id, err)
+
+    return say
+
+
+async def _report_final(
+    key: tuple[str, int],
+    reporter: RunReporter,
+    finals: Finals,
+    event_type: runs_pb2.EventType.ValueType,
+    final: dict[str, Any],
+) -> tuple[runs_pb2.EventType.ValueType, dict[str, Any]]:
+    """Send the final event; outputs the server refuses fail the run, saying why."""
+    try:
+        await finals.send(key, reporter.send(event_type, payload=final))
+    except ReportFailed as err:
+        if event_type != runs_pb2.EVENT_TYPE_COMPLETED or err.code not in _REFUSED_OUTPUTS:
+            raise
+        message = f"the server refused the run's outputs: {err.details}"[:MAX_ERROR_LEN]
+        failed = {"error_message": message}
+        await finals.send(key, reporter.send(runs_pb2.EVENT_TYPE_FAILED, payload=failed))
+        return runs_pb2.EVENT_TYPE_FAILED, failed
+    return event_type, final
+
+
+async def _execute(
+    ctx: RunContext, handler: Handler, reporter: RunReporter, finals: Finals
+) -> Outcome:
     key = (ctx.run_id, ctx.attempt)
     payload: dict[str, Any] = {"worker_id": ctx.worker_id}
     if ctx.gpu_id is not None:
@@ -168,7 +250,7 @@ async def execute(
                     reporter.send(runs_pb2.EVENT_TYPE_FAILED, payload={"error_message": message}),
                 )
         raise
-    await finals.send(key, reporter.send(event_type, payload=final))
+    event_type, final = await _report_final(key, reporter, finals, event_type, final)
     duration = time.monotonic() - started
     if event_type == runs_pb2.EVENT_TYPE_COMPLETED:
         return Outcome("completed", duration_s=duration)

@@ -53,6 +53,7 @@ class Executor:
         *,
         retry_delays_s: tuple[float, ...] = DEFAULT_RETRY_DELAYS_S,
         on_lost_report: Callable[[], None] = lambda: None,
+        cancel_wait_s: float = CANCEL_WAIT_S,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -63,9 +64,13 @@ class Executor:
         self.max_concurrency = max_concurrency
         self.retry_delays_s = retry_delays_s
         self.on_lost_report = on_lost_report
+        self.cancel_wait_s = cancel_wait_s
         self.finals = Finals()
         self._attempts: dict[Key, _Attempt] = {}
         self._changed = asyncio.Event()
+        # Moves on whenever an attempt starts or ends (for the stop-order long-poll).
+        self.held_version = 0
+        self._held_changed = asyncio.Event()
 
     # -- for the claim loop ---------------------------------------------------------------
 
@@ -90,11 +95,26 @@ class Executor:
         task = asyncio.create_task(self._run(ctx), name=f"run {claim.run_id}/{claim.attempt}")
         self._attempts[key] = _Attempt(claim, ctx, task)
         task.add_done_callback(lambda _t: self._done(key))
+        self._held_moved()
 
     # -- for the heartbeat ----------------------------------------------------------------
 
     def held(self) -> list[Key]:
         return list(self._attempts)
+
+    def stoppable(self) -> list[Key]:
+        """The attempts a stop order could still stop: running, their handler not returned."""
+        return [k for k, a in self._attempts.items() if not a.ctx.closed]
+
+    async def wait_held_change(self, version: int) -> None:
+        """Until an attempt starts or ends after `held_version` was `version`."""
+        while self.held_version == version:
+            await self._held_changed.wait()
+
+    def _held_moved(self) -> None:
+        self.held_version += 1
+        self._held_changed.set()
+        self._held_changed = asyncio.Event()
 
     def known(self) -> set[Key]:
         """Attempts this worker still answers for: running, or their final report in flight."""
@@ -105,6 +125,8 @@ class Executor:
         found = self._attempts.get((run_id, attempt))
         if found is None:
             return False
+        if found.ctx.closed or found.ctx.cancelled:
+            return True  # ending already (its final report is on its way), or being stopped
         log.info(
             "stopping run %s attempt %s: %s",
             run_id,
@@ -148,7 +170,7 @@ class Executor:
             a.ctx.cancel(SHUTDOWN)
             a.task.cancel()
         if cancelled:
-            await asyncio.wait([a.task for a in cancelled], timeout=CANCEL_WAIT_S)
+            await asyncio.wait([a.task for a in cancelled], timeout=self.cancel_wait_s)
         await self.finals.wait(sum(self.retry_delays_s) + 2 * self.client.call_timeout_s)
         return len(cancelled)
 
@@ -157,6 +179,7 @@ class Executor:
     def _done(self, key: Key) -> None:
         self._attempts.pop(key, None)
         self._changed.set()
+        self._held_moved()
 
     async def _run(self, ctx: RunContext) -> None:
         claim = ctx.claim

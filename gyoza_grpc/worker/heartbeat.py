@@ -2,7 +2,9 @@
 
 The first heartbeat registers the worker (or re-registers it after an eviction). Each one
 reports the attempts the worker is executing and gets back the ones it must abandon
-(cancelled, superseded by a newer attempt, reassigned), which go to `stop`. The interval is
+(cancelled, superseded by a newer attempt, reassigned), which go to `stop` (the worker also
+long-polls for them, `stop_orders.py`, so that they arrive at once), and says why the worker
+claims nothing when it cannot (`not_ready`: its container engine is unreachable). The interval is
 `interval_s` when given, else a third of the lease the server answers with, so that two
 heartbeats can be lost before the lease runs out. While the server is unreachable the worker
 keeps trying every `retry_s`; an error that trying again cannot fix (INVALID_ARGUMENT: bad
@@ -39,6 +41,7 @@ class Heartbeat:
         *,
         running: Callable[[], list[Key]],
         stop: Callable[[str, int, str], bool],
+        not_ready: Callable[[], str] = lambda: "",
         interval_s: float | None = None,
         retry_s: float = DEFAULT_RETRY_S,
     ) -> None:
@@ -48,6 +51,7 @@ class Heartbeat:
         self.tags = list(tags)
         self.running = running
         self.stop = stop
+        self.not_ready = not_ready
         self.fixed_interval_s = interval_s
         self.retry_s = retry_s
         self.lease_s: int | None = None
@@ -71,7 +75,7 @@ class Heartbeat:
     async def beat(self) -> HeartbeatReply:
         """One heartbeat; its stop orders are carried out before it returns."""
         reply = await self.client.heartbeat(
-            self.worker_id, self.resources, self.tags, self.running()
+            self.worker_id, self.resources, self.tags, self.running(), self.not_ready()
         )
         self.last_ok = time.monotonic()
         if self.lease_s != reply.lease_s:

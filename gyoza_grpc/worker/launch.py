@@ -1,4 +1,5 @@
-"""`gyoza-grpc worker`: a Worker whose handler is a command (see `subprocess_executor`)."""
+"""`gyoza-grpc worker`: a Worker whose handler runs each run in a container of its image
+(`docker_executor`) or through a command (`subprocess_executor`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from datetime import timedelta
 
 from gyoza_grpc.channel import connection_from_args
 from gyoza_grpc.domain.placement import Gpu
+from gyoza_grpc.worker.execution import Handler
 from gyoza_grpc.worker.runner import Worker, WorkerError, default_worker_id
 from gyoza_grpc.worker.subprocess_executor import CommandHandler
+
+# After the shutdown grace, a stopped op's own stop grace plus this long to report FAILED.
+_CANCEL_MARGIN_S = 10.0
 
 
 def machine_cpus() -> int:
@@ -41,8 +46,44 @@ def parse_gpu(text: str) -> tuple[int, int]:
     return parsed
 
 
+def build_handler(args: argparse.Namespace) -> Handler:
+    """The executor the flags ask for; ValueError for flags that do not go together."""
+    if args.stop_grace < 0:
+        raise ValueError("--stop-grace must not be negative")
+    if args.max_output_bytes < 1:
+        raise ValueError("--max-output-bytes must be at least 1")
+    env = dict(args.env)
+    if args.executor == "command":
+        if not args.run_command:
+            raise ValueError("--command is required (or GYOZA_WORKER_COMMAND)")
+        return CommandHandler(
+            args.run_command,
+            shell=args.shell,
+            env={**os.environ, **env},
+            kill_grace_s=args.stop_grace,
+            max_output_bytes=args.max_output_bytes,
+        )
+    if args.run_command or args.shell:
+        raise ValueError("--command and --shell are for --executor command")
+    try:
+        from gyoza_grpc.worker.docker_executor import DockerHandler
+    except ImportError as err:
+        raise ValueError(
+            f"--executor docker needs the docker extra: pip install 'gyoza-grpc[docker]' ({err})"
+        ) from None
+    return DockerHandler(
+        docker_host=args.docker_host or None,
+        pull=args.pull,
+        network=args.network,
+        stop_grace_s=args.stop_grace,
+        labels=dict(args.label),
+        env=env,
+        max_output_bytes=args.max_output_bytes,
+    )
+
+
 def build_worker(args: argparse.Namespace) -> Worker:
-    handler = CommandHandler(args.run_command, shell=args.shell)
+    handler = build_handler(args)
     gpus = [Gpu(gpu_id, vram) for gpu_id, vram in args.gpu]
     if len({g.gpu_id for g in gpus}) != len(gpus):
         raise ValueError("each --gpu needs its own ID")
@@ -62,15 +103,13 @@ def build_worker(args: argparse.Namespace) -> Worker:
         shutdown_grace=timedelta(seconds=args.shutdown_grace),
         api_key=connection.api_key,
         credentials=connection.credentials,
+        cancel_wait=timedelta(seconds=args.stop_grace + _CANCEL_MARGIN_S),
     )
 
 
 def run_worker(args: argparse.Namespace) -> int:
     """Exit codes: 0 after a clean stop, 1 when the worker cannot start or is refused,
     2 for bad arguments, 130 for Ctrl-C before the signal handlers were installed."""
-    if not args.run_command:
-        print("gyoza-grpc worker: --command is required (or GYOZA_WORKER_COMMAND)", file=sys.stderr)
-        return 2
     try:
         worker = build_worker(args)
     except ValueError as err:

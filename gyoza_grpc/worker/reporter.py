@@ -44,7 +44,16 @@ class Fenced(Exception):
 
 
 class ReportFailed(Exception):
-    """An event could not be delivered (server unreachable after retries, or refused)."""
+    """An event could not be delivered (server unreachable after retries, or refused).
+    `code` is the status of the last try (None when the event was never sent), `details` its
+    message."""
+
+    def __init__(
+        self, message: str, code: grpc.StatusCode | None = None, details: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
 
 
 class RunReporter:
@@ -98,7 +107,9 @@ class RunReporter:
                 delay = next(delays, None) if is_transient(err) else None
                 if delay is None:
                     raise ReportFailed(
-                        f"{name} for run {self.run_id} attempt {self.attempt}: {describe(err)}"
+                        f"{name} for run {self.run_id} attempt {self.attempt}: {describe(err)}",
+                        err.code(),
+                        err.details() or "",
                     ) from err
                 maybe_applied = maybe_applied or code_of(err) in AMBIGUOUS_CODES
                 log.warning(
@@ -112,6 +123,21 @@ class RunReporter:
                 await asyncio.sleep(delay)
             except ValueError as err:  # a payload JSON cannot carry
                 raise ReportFailed(f"{name} for run {self.run_id}: {err}") from err
+
+    async def release(self) -> None:
+        """Hand the attempt back (it never started): the run goes back to PENDING, the attempt
+        not counted. Refused (the run moved on meanwhile: cancelled, reassigned): Fenced;
+        undeliverable: ReportFailed (the worker reconciles it later)."""
+        try:
+            await self.client.release(self.worker_id, self.run_id, self.attempt)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise Fenced(self.run_id, self.attempt, error_reason(err), err.details()) from err
+            raise ReportFailed(
+                f"ReleaseRun for run {self.run_id} attempt {self.attempt}: {describe(err)}",
+                err.code(),
+                err.details() or "",
+            ) from err
 
     async def _was_applied(self, event_type: EventTypePb) -> bool:
         """After an ambiguous failure and then a refusal: did the first try land?"""

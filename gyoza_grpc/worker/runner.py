@@ -4,7 +4,10 @@
     await worker.run(handle_signals=True)
 
 - The heartbeat task (`heartbeat.py`) registers the worker, renews its lease and carries out
-  stop orders.
+  stop orders; the stop-order poll (`stop_orders.py`) brings those orders as they happen.
+- When the handler runs on an engine (`engine.py`: the docker executor), the engine watch
+  keeps the worker from claiming while the engine does not answer, and removes what earlier
+  attempts of this worker id left there before the first claim.
 - The claim loop asks for work only while the executor has room (a free slot of
   `max_concurrency` and, when CPUs were declared, a free CPU), with a long-poll of `claim_wait`,
   and hands each claim to the executor.
@@ -50,10 +53,12 @@ from gyoza_grpc.worker.client import (
     ServerClient,
     describe,
 )
+from gyoza_grpc.worker.engine import Engine, EngineWatch
 from gyoza_grpc.worker.execution import Handler
-from gyoza_grpc.worker.executor import Executor
+from gyoza_grpc.worker.executor import CANCEL_WAIT_S, Executor
 from gyoza_grpc.worker.heartbeat import Heartbeat
 from gyoza_grpc.worker.reporter import DEFAULT_RETRY_DELAYS_S
+from gyoza_grpc.worker.stop_orders import StopOrderPoll
 
 log = logging.getLogger("gyoza_grpc.worker")
 
@@ -103,6 +108,8 @@ class Worker:
             plaintext.
         channel_options: extra grpc channel options; `channel` replaces the channel (and
             then `api_key` and `credentials` are the channel's business).
+        cancel_wait: after the shutdown grace, how long cancelled attempts get to wind down
+            (stop their container or process, report FAILED).
     """
 
     def __init__(
@@ -125,6 +132,7 @@ class Worker:
         channel: grpc.aio.Channel | None = None,
         api_key: str = "",
         credentials: grpc.ChannelCredentials | None = None,
+        cancel_wait: timedelta = timedelta(seconds=CANCEL_WAIT_S),
     ) -> None:
         if not worker_id:
             raise ValueError("worker_id must not be empty")
@@ -151,6 +159,7 @@ class Worker:
             else tuple(d.total_seconds() for d in report_retry_delays)
         )
         self.call_timeout_s = call_timeout.total_seconds()
+        self.cancel_wait_s = cancel_wait.total_seconds()
         self.channel_options = [*DEFAULT_CHANNEL_OPTIONS, *channel_options]
         self._channel = channel
         self._api_key = api_key
@@ -159,6 +168,7 @@ class Worker:
         self._force = asyncio.Event()
         self._needs_reconcile = False
         self._executor: Executor | None = None
+        self._engine_watch: EngineWatch | None = None
 
     @property
     def running(self) -> list[tuple[str, int]]:
@@ -204,8 +214,14 @@ class Worker:
             self.max_concurrency,
             retry_delays_s=self.report_retry_delays_s,
             on_lost_report=self._lost_report,
+            cancel_wait_s=self.cancel_wait_s,
         )
         self._executor = executor
+        watch = self._engine_watch = (
+            EngineWatch(self.handler, self.worker_id, keep=executor.known)
+            if isinstance(self.handler, Engine)
+            else None
+        )
         heartbeat = Heartbeat(
             client,
             self.worker_id,
@@ -213,7 +229,16 @@ class Worker:
             self.tags,
             running=executor.held,
             stop=executor.stop,
+            not_ready=(lambda: watch.not_ready_reason) if watch is not None else (lambda: ""),
             interval_s=self.heartbeat_interval_s,
+        )
+        stop_poll = StopOrderPoll(
+            client,
+            self.worker_id,
+            stoppable=executor.stoppable,
+            version=lambda: executor.held_version,
+            wait_change=executor.wait_held_change,
+            stop=executor.stop,
         )
         log.info(
             "worker %s: target %s, cpu %d, ram_mb %d, gpus [%s], up to %d runs at once",
@@ -224,7 +249,16 @@ class Worker:
             ", ".join(f"{g.gpu_id}:{g.vram_mb}" for g in self.resources.gpus),
             self.max_concurrency,
         )
+        side: list[asyncio.Task[None]] = []
+        if watch is not None:
+            try:
+                await watch.check_once()  # the first heartbeat already says how the engine is
+            except Exception as err:  # the watch tries again
+                log.warning("container engine check failed: %s", err)
+            watch.on_change = heartbeat.poke
+            side.append(asyncio.create_task(watch.run(), name="engine watch"))
         beating = asyncio.create_task(heartbeat.run(), name="heartbeat")
+        side.append(asyncio.create_task(stop_poll.run(), name="stop orders"))
         claiming: asyncio.Task[None] | None = None
         grace_s = self.shutdown_grace_s
         try:
@@ -240,6 +274,12 @@ class Worker:
             raise
         finally:
             await self._shut_down(client, executor, heartbeat, beating, claiming, grace_s)
+            for task in side:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if isinstance(self.handler, Engine):
+                await self.handler.close()
             if self._channel is None:
                 await channel.close()
             if handle_signals:
@@ -308,6 +348,8 @@ class Worker:
         while True:
             if self._needs_reconcile:
                 await self._reconcile(client, executor, "a report or a claim answer was lost")
+            if self._engine_watch is not None:
+                await self._engine_watch.wait_ready()
             room = await executor.wait_for_room()
             try:
                 claims = await client.claim(self.worker_id, min(room, MAX_CLAIM), self.claim_wait_s)

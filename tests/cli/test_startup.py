@@ -19,7 +19,7 @@ if args.command == "gateway":
 else:
     import gyoza_grpc.client_cli.runs, gyoza_grpc.client_cli.definitions
     import gyoza_grpc.client_cli.workers
-    cli.client_cli._connection(args)
+    cli.client_cli.client_from_args(args).close()
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
 print(",".join(heavy))
 """

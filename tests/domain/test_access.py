@@ -129,6 +129,7 @@ def test_every_method_is_classified_and_readers_only_read() -> None:
     assert {m.rsplit("/", 1)[1] for m in roles.WORKER_METHODS} == {
         "Heartbeat",
         "ClaimRuns",
+        "WaitForStopOrders",
         "AddEvent",
         "GetRun",
         "ListEvents",

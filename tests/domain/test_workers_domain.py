@@ -3,12 +3,12 @@ to stop, and which registrations are refused."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gyoza_grpc.domain.errors import InvalidArgument
-from gyoza_grpc.domain.model import RunState
+from gyoza_grpc.domain.model import Event, EventType, RunState
 from gyoza_grpc.domain.placement import Capacity, Gpu
 from gyoza_grpc.domain.workers import (
     MAX_TAGS,
@@ -16,6 +16,7 @@ from gyoza_grpc.domain.workers import (
     HeldAttempt,
     RunView,
     StopOrder,
+    may_stop_holder,
     outage_credit,
     stop_orders,
     sweep_interval,
@@ -209,3 +210,27 @@ def test_only_a_gap_of_more_than_half_a_lease_is_an_outage(
     gap: timedelta, credit: timedelta
 ) -> None:
     assert outage_credit(gap, 30 * S) == credit
+
+
+def _event(type_: EventType, state: RunState) -> Event:
+    return Event(run_id="r", seq=0, attempt=1, type=type_, time=datetime.now(UTC), state=state)
+
+
+def test_which_events_may_stop_the_holder() -> None:
+    keeps_going = [
+        _event(EventType.STARTED, RunState.RUNNING),
+        _event(EventType.PROGRESS, RunState.RUNNING),
+        _event(EventType.INFO, RunState.RUNNING),
+        _event(EventType.ERROR, RunState.RUNNING),
+    ]
+    assert not may_stop_holder(keeps_going)
+    for stopping in (
+        _event(EventType.CANCELLED, RunState.CANCELLED),
+        _event(EventType.COMPLETED, RunState.COMPLETED),
+        _event(EventType.FAILED, RunState.FAILED),
+        _event(EventType.RETRIED, RunState.PENDING),
+        _event(EventType.ASSIGNED, RunState.ASSIGNED),
+        # UpdateRun's unassign and ReleaseRun are INFO events that move the run to PENDING.
+        _event(EventType.INFO, RunState.PENDING),
+    ):
+        assert may_stop_holder([*keeps_going, stopping]), stopping

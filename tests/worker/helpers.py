@@ -21,6 +21,7 @@ def make_claim(
     *,
     inputs: Mapping[str, Any] | None = None,
     gpu_id: int | None = None,
+    image: str = "img",
     **constraints: int,
 ) -> ClaimedRun:
     struct = struct_pb2.Struct()
@@ -31,7 +32,7 @@ def make_claim(
         inputs=struct,
         constraints=runs_pb2.Constraints(**constraints),
         priority=5,
-        image="img",
+        image=image,
     )
     claim = workers_pb2.Claim(run=run, attempt=attempt)
     if gpu_id is not None:
@@ -65,6 +66,7 @@ class FakeClient:
     runs: dict[str, runs_pb2.Run] = field(default_factory=dict)
     held_attempts: list[tuple[str, int]] = field(default_factory=list)
     heartbeats: list[list[tuple[str, int]]] = field(default_factory=list)
+    not_ready_reasons: list[str] = field(default_factory=list)
     replies: list[HeartbeatReply | grpc.aio.AioRpcError] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -105,9 +107,15 @@ class FakeClient:
         return self.runs[run_id]
 
     async def heartbeat(
-        self, worker_id: str, resources: Any, tags: Any, running: list[tuple[str, int]]
+        self,
+        worker_id: str,
+        resources: Any,
+        tags: Any,
+        running: list[tuple[str, int]],
+        not_ready_reason: str = "",
     ) -> HeartbeatReply:
         self.heartbeats.append(list(running))
+        self.not_ready_reasons.append(not_ready_reason)
         reply = self.replies.pop(0) if self.replies else HeartbeatReply(lease_s=3, stop=[])
         if isinstance(reply, grpc.aio.AioRpcError):
             raise reply

@@ -224,3 +224,22 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+async def test_stdout_over_the_outputs_cap_fails_saying_so(tmp_path: Path) -> None:
+    ctx = RunContext(make_claim(), "w")
+    # Just over the default cap (the server's 1 MiB): refused here, naming the cap.
+    big = script(tmp_path, "import json, sys; json.dump({'x': 'a' * 1048576}, sys.stdout)")
+    with pytest.raises(CommandFailed) as err:
+        await CommandHandler(big)({}, ctx)
+    assert str(err.value) == (
+        "stdout passed the outputs cap of 1048576 bytes: an op's outputs are one JSON object "
+        "of at most 1048576 bytes (worker --max-output-bytes)"
+    )
+    # A command that never stops writing is stopped at the cap, not read to the end.
+    endless = CommandHandler("yes", max_output_bytes=10_000, kill_grace_s=1)
+    with pytest.raises(CommandFailed, match="outputs cap of 10000 bytes"):
+        await asyncio.wait_for(endless({}, ctx), 10)
+    # At the cap exactly it is fine.
+    exact = script(tmp_path, "import sys; sys.stdout.write('{\"x\": \"' + 'a' * 92 + '\"}')")
+    assert await CommandHandler(exact, max_output_bytes=101)({}, ctx) == {"x": "a" * 92}

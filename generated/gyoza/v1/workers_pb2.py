@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gyoza.v1 import runs_pb2 as gyoza_dot_v1_dot_runs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gyoza/v1/workers.proto\x12\x08gyoza.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13gyoza/v1/runs.proto\"&\n\x03Gpu\x12\x0e\n\x06gpu_id\x18\x01 \x01(\x05\x12\x0f\n\x07vram_mb\x18\x02 \x01(\x05\"E\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x05\x12\x0e\n\x06ram_mb\x18\x02 \x01(\x05\x12\x1b\n\x04gpus\x18\x03 \x03(\x0b\x32\r.gyoza.v1.Gpu\".\n\x0bHeldAttempt\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"<\n\tStopOrder\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xdc\x02\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.gyoza.v1.WorkerState\x12&\n\tresources\x18\x03 \x01(\x0b\x32\x13.gyoza.v1.Resources\x12!\n\x04\x66ree\x18\x04 \x01(\x0b\x32\x13.gyoza.v1.Resources\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x32\n\x0elast_heartbeat\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rregistered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04held\x18\x08 \x03(\x0b\x32\x15.gyoza.v1.HeldAttempt\x12\x34\n\x10lease_expires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12&\n\tresources\x18\x02 \x01(\x0b\x32\x13.gyoza.v1.Resources\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12&\n\x07running\x18\x04 \x03(\x0b\x32\x15.gyoza.v1.HeldAttempt\"M\n\x11HeartbeatResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\x05\x12!\n\x04stop\x18\x02 \x03(\x0b\x32\x13.gyoza.v1.StopOrder\"T\n\x05\x43laim\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x13\n\x06gpu_id\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_gpu_id\"G\n\x11ReleaseRunRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"0\n\x12ReleaseRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"`\n\x10\x43laimRunsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08max_runs\x18\x02 \x01(\x05\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\x11\x43laimRunsResponse\x12\x1f\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x0f.gyoza.v1.Claim\"\x14\n\x12ListWorkersRequest\"8\n\x13ListWorkersResponse\x12!\n\x07workers\x18\x01 \x03(\x0b\x32\x10.gyoza.v1.Worker\"%\n\x10GetWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"5\n\x11GetWorkerResponse\x12 \n\x06worker\x18\x01 \x01(\x0b\x32\x10.gyoza.v1.Worker*]\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12WORKER_STATE_ALIVE\x10\x01\x12\x18\n\x14WORKER_STATE_EVICTED\x10\x02\x32\xf6\x02\n\rWorkerService\x12\x44\n\tHeartbeat\x12\x1a.gyoza.v1.HeartbeatRequest\x1a\x1b.gyoza.v1.HeartbeatResponse\x12\x44\n\tClaimRuns\x12\x1a.gyoza.v1.ClaimRunsRequest\x1a\x1b.gyoza.v1.ClaimRunsResponse\x12G\n\nReleaseRun\x12\x1b.gyoza.v1.ReleaseRunRequest\x1a\x1c.gyoza.v1.ReleaseRunResponse\x12J\n\x0bListWorkers\x12\x1c.gyoza.v1.ListWorkersRequest\x1a\x1d.gyoza.v1.ListWorkersResponse\x12\x44\n\tGetWorker\x12\x1a.gyoza.v1.GetWorkerRequest\x1a\x1b.gyoza.v1.GetWorkerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gyoza/v1/workers.proto\x12\x08gyoza.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13gyoza/v1/runs.proto\"&\n\x03Gpu\x12\x0e\n\x06gpu_id\x18\x01 \x01(\x05\x12\x0f\n\x07vram_mb\x18\x02 \x01(\x05\"E\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x05\x12\x0e\n\x06ram_mb\x18\x02 \x01(\x05\x12\x1b\n\x04gpus\x18\x03 \x03(\x0b\x32\r.gyoza.v1.Gpu\".\n\x0bHeldAttempt\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"<\n\tStopOrder\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf6\x02\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.gyoza.v1.WorkerState\x12&\n\tresources\x18\x03 \x01(\x0b\x32\x13.gyoza.v1.Resources\x12!\n\x04\x66ree\x18\x04 \x01(\x0b\x32\x13.gyoza.v1.Resources\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x32\n\x0elast_heartbeat\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rregistered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04held\x18\x08 \x03(\x0b\x32\x15.gyoza.v1.HeldAttempt\x12\x34\n\x10lease_expires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10not_ready_reason\x18\n \x01(\t\"\x9d\x01\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12&\n\tresources\x18\x02 \x01(\x0b\x32\x13.gyoza.v1.Resources\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12&\n\x07running\x18\x04 \x03(\x0b\x32\x15.gyoza.v1.HeldAttempt\x12\x18\n\x10not_ready_reason\x18\x05 \x01(\t\"M\n\x11HeartbeatResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\x05\x12!\n\x04stop\x18\x02 \x03(\x0b\x32\x13.gyoza.v1.StopOrder\"T\n\x05\x43laim\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x13\n\x06gpu_id\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_gpu_id\"G\n\x11ReleaseRunRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"0\n\x12ReleaseRunResponse\x12\x1a\n\x03run\x18\x01 \x01(\x0b\x32\r.gyoza.v1.Run\"`\n\x10\x43laimRunsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08max_runs\x18\x02 \x01(\x05\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\x11\x43laimRunsResponse\x12\x1f\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x0f.gyoza.v1.Claim\"\x14\n\x12ListWorkersRequest\"8\n\x13ListWorkersResponse\x12!\n\x07workers\x18\x01 \x03(\x0b\x32\x10.gyoza.v1.Worker\"%\n\x10GetWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"5\n\x11GetWorkerResponse\x12 \n\x06worker\x18\x01 \x01(\x0b\x32\x10.gyoza.v1.Worker\"~\n\x18WaitForStopOrdersRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12&\n\x07running\x18\x02 \x03(\x0b\x32\x15.gyoza.v1.HeldAttempt\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\">\n\x19WaitForStopOrdersResponse\x12!\n\x04stop\x18\x01 \x03(\x0b\x32\x13.gyoza.v1.StopOrder*]\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12WORKER_STATE_ALIVE\x10\x01\x12\x18\n\x14WORKER_STATE_EVICTED\x10\x02\x32\xd4\x03\n\rWorkerService\x12\x44\n\tHeartbeat\x12\x1a.gyoza.v1.HeartbeatRequest\x1a\x1b.gyoza.v1.HeartbeatResponse\x12\x44\n\tClaimRuns\x12\x1a.gyoza.v1.ClaimRunsRequest\x1a\x1b.gyoza.v1.ClaimRunsResponse\x12G\n\nReleaseRun\x12\x1b.gyoza.v1.ReleaseRunRequest\x1a\x1c.gyoza.v1.ReleaseRunResponse\x12J\n\x0bListWorkers\x12\x1c.gyoza.v1.ListWorkersRequest\x1a\x1d.gyoza.v1.ListWorkersResponse\x12\x44\n\tGetWorker\x12\x1a.gyoza.v1.GetWorkerRequest\x1a\x1b.gyoza.v1.GetWorkerResponse\x12\\\n\x11WaitForStopOrders\x12\".gyoza.v1.WaitForStopOrdersRequest\x1a#.gyoza.v1.WaitForStopOrdersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gyoza.v1.workers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKERSTATE']._serialized_start=1442
-  _globals['_WORKERSTATE']._serialized_end=1535
+  _globals['_WORKERSTATE']._serialized_start=1686
+  _globals['_WORKERSTATE']._serialized_end=1779
   _globals['_GPU']._serialized_start=122
   _globals['_GPU']._serialized_end=160
   _globals['_RESOURCES']._serialized_start=162
@@ -45,29 +45,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOPORDER']._serialized_start=281
   _globals['_STOPORDER']._serialized_end=341
   _globals['_WORKER']._serialized_start=344
-  _globals['_WORKER']._serialized_end=692
-  _globals['_HEARTBEATREQUEST']._serialized_start=695
-  _globals['_HEARTBEATREQUEST']._serialized_end=826
-  _globals['_HEARTBEATRESPONSE']._serialized_start=828
-  _globals['_HEARTBEATRESPONSE']._serialized_end=905
-  _globals['_CLAIM']._serialized_start=907
-  _globals['_CLAIM']._serialized_end=991
-  _globals['_RELEASERUNREQUEST']._serialized_start=993
-  _globals['_RELEASERUNREQUEST']._serialized_end=1064
-  _globals['_RELEASERUNRESPONSE']._serialized_start=1066
-  _globals['_RELEASERUNRESPONSE']._serialized_end=1114
-  _globals['_CLAIMRUNSREQUEST']._serialized_start=1116
-  _globals['_CLAIMRUNSREQUEST']._serialized_end=1212
-  _globals['_CLAIMRUNSRESPONSE']._serialized_start=1214
-  _globals['_CLAIMRUNSRESPONSE']._serialized_end=1266
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1268
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1288
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1290
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1346
-  _globals['_GETWORKERREQUEST']._serialized_start=1348
-  _globals['_GETWORKERREQUEST']._serialized_end=1385
-  _globals['_GETWORKERRESPONSE']._serialized_start=1387
-  _globals['_GETWORKERRESPONSE']._serialized_end=1440
-  _globals['_WORKERSERVICE']._serialized_start=1538
-  _globals['_WORKERSERVICE']._serialized_end=1912
+  _globals['_WORKER']._serialized_end=718
+  _globals['_HEARTBEATREQUEST']._serialized_start=721
+  _globals['_HEARTBEATREQUEST']._serialized_end=878
+  _globals['_HEARTBEATRESPONSE']._serialized_start=880
+  _globals['_HEARTBEATRESPONSE']._serialized_end=957
+  _globals['_CLAIM']._serialized_start=959
+  _globals['_CLAIM']._serialized_end=1043
+  _globals['_RELEASERUNREQUEST']._serialized_start=1045
+  _globals['_RELEASERUNREQUEST']._serialized_end=1116
+  _globals['_RELEASERUNRESPONSE']._serialized_start=1118
+  _globals['_RELEASERUNRESPONSE']._serialized_end=1166
+  _globals['_CLAIMRUNSREQUEST']._serialized_start=1168
+  _globals['_CLAIMRUNSREQUEST']._serialized_end=1264
+  _globals['_CLAIMRUNSRESPONSE']._serialized_start=1266
+  _globals['_CLAIMRUNSRESPONSE']._serialized_end=1318
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1320
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1340
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1342
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1398
+  _globals['_GETWORKERREQUEST']._serialized_start=1400
+  _globals['_GETWORKERREQUEST']._serialized_end=1437
+  _globals['_GETWORKERRESPONSE']._serialized_start=1439
+  _globals['_GETWORKERRESPONSE']._serialized_end=1492
+  _globals['_WAITFORSTOPORDERSREQUEST']._serialized_start=1494
+  _globals['_WAITFORSTOPORDERSREQUEST']._serialized_end=1620
+  _globals['_WAITFORSTOPORDERSRESPONSE']._serialized_start=1622
+  _globals['_WAITFORSTOPORDERSRESPONSE']._serialized_end=1684
+  _globals['_WORKERSERVICE']._serialized_start=1782
+  _globals['_WORKERSERVICE']._serialized_end=2250
 # @@protoc_insertion_point(module_scope)

@@ -163,8 +163,13 @@ class Worker(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    NOT_READY_REASON_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     state: Global___WorkerState.ValueType
+    not_ready_reason: _builtins.str
+    """Why the worker claims no work for now (e.g. its container engine is
+    unreachable), as its last heartbeat said; empty while it claims.
+    """
     @_builtins.property
     def resources(self) -> Global___Resources: ...
     @_builtins.property
@@ -195,10 +200,11 @@ class Worker(_message.Message):
         registered_at: _timestamp_pb2.Timestamp | None = ...,
         held: _abc.Iterable[Global___HeldAttempt] | None = ...,
         lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        not_ready_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["free", b"free", "last_heartbeat", b"last_heartbeat", "lease_expires_at", b"lease_expires_at", "registered_at", b"registered_at", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["free", b"free", "held", b"held", "last_heartbeat", b"last_heartbeat", "lease_expires_at", b"lease_expires_at", "registered_at", b"registered_at", "resources", b"resources", "state", b"state", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free", b"free", "held", b"held", "last_heartbeat", b"last_heartbeat", "lease_expires_at", b"lease_expires_at", "not_ready_reason", b"not_ready_reason", "registered_at", b"registered_at", "resources", b"resources", "state", b"state", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -212,7 +218,13 @@ class HeartbeatRequest(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    NOT_READY_REASON_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
+    not_ready_reason: _builtins.str
+    """Why the worker claims no work for now (e.g. "docker engine unreachable at
+    unix:///var/run/docker.sock: ..."); empty when it is ready to claim.
+    Shown in Worker.not_ready_reason; its first 1024 characters are kept.
+    """
     @_builtins.property
     def resources(self) -> Global___Resources: ...
     @_builtins.property
@@ -232,10 +244,11 @@ class HeartbeatRequest(_message.Message):
         resources: Global___Resources | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
         running: _abc.Iterable[Global___HeldAttempt] | None = ...,
+        not_ready_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources", "running", b"running", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_ready_reason", b"not_ready_reason", "resources", b"resources", "running", b"running", "tags", b"tags", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -470,3 +483,56 @@ class GetWorkerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetWorkerResponse: _TypeAlias = GetWorkerResponse  # noqa: Y015
+
+@_typing.final
+class WaitForStopOrdersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    @_builtins.property
+    def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldAttempt]:
+        """The attempts the worker is executing (as in HeartbeatRequest.running)."""
+
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """Hold the call up to this long while none of them must stop; at most 60 s."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        running: _abc.Iterable[Global___HeldAttempt] | None = ...,
+        wait: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["running", b"running", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForStopOrdersRequest: _TypeAlias = WaitForStopOrdersRequest  # noqa: Y015
+
+@_typing.final
+class WaitForStopOrdersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedCompositeFieldContainer[Global___StopOrder]:
+        """Empty when `wait` ran out with nothing to stop."""
+
+    def __init__(
+        self,
+        *,
+        stop: _abc.Iterable[Global___StopOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stop", b"stop"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForStopOrdersResponse: _TypeAlias = WaitForStopOrdersResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class WorkerServiceStub:
                 request_serializer=gyoza_dot_v1_dot_workers__pb2.GetWorkerRequest.SerializeToString,
                 response_deserializer=gyoza_dot_v1_dot_workers__pb2.GetWorkerResponse.FromString,
                 _registered_method=True)
+        self.WaitForStopOrders = channel.unary_unary(
+                '/gyoza.v1.WorkerService/WaitForStopOrders',
+                request_serializer=gyoza_dot_v1_dot_workers__pb2.WaitForStopOrdersRequest.SerializeToString,
+                response_deserializer=gyoza_dot_v1_dot_workers__pb2.WaitForStopOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -107,6 +112,17 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitForStopOrders(self, request, context):
+        """WaitForStopOrders is a long-poll for the stop orders a heartbeat would
+        return: it answers as soon as one of the attempts in `running` must be
+        abandoned (cancelled, superseded, reassigned, finished), or when `wait`
+        runs out with none. A worker keeps one open beside its heartbeats, so a
+        stop order reaches it within moments of CancelRun, whatever its lease.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +150,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.GetWorker,
                     request_deserializer=gyoza_dot_v1_dot_workers__pb2.GetWorkerRequest.FromString,
                     response_serializer=gyoza_dot_v1_dot_workers__pb2.GetWorkerResponse.SerializeToString,
+            ),
+            'WaitForStopOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitForStopOrders,
+                    request_deserializer=gyoza_dot_v1_dot_workers__pb2.WaitForStopOrdersRequest.FromString,
+                    response_serializer=gyoza_dot_v1_dot_workers__pb2.WaitForStopOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +294,33 @@ class WorkerService:
             '/gyoza.v1.WorkerService/GetWorker',
             gyoza_dot_v1_dot_workers__pb2.GetWorkerRequest.SerializeToString,
             gyoza_dot_v1_dot_workers__pb2.GetWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForStopOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gyoza.v1.WorkerService/WaitForStopOrders',
+            gyoza_dot_v1_dot_workers__pb2.WaitForStopOrdersRequest.SerializeToString,
+            gyoza_dot_v1_dot_workers__pb2.WaitForStopOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

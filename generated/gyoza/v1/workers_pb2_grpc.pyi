@@ -52,6 +52,13 @@ class WorkerServiceStub:
     """ListWorkers returns every known worker, alive or evicted."""
     GetWorker: _grpc.UnaryUnaryMultiCallable[_workers_pb2.GetWorkerRequest, _workers_pb2.GetWorkerResponse]
     """GetWorker returns one worker."""
+    WaitForStopOrders: _grpc.UnaryUnaryMultiCallable[_workers_pb2.WaitForStopOrdersRequest, _workers_pb2.WaitForStopOrdersResponse]
+    """WaitForStopOrders is a long-poll for the stop orders a heartbeat would
+    return: it answers as soon as one of the attempts in `running` must be
+    abandoned (cancelled, superseded, reassigned, finished), or when `wait`
+    runs out with none. A worker keeps one open beside its heartbeats, so a
+    stop order reaches it within moments of CancelRun, whatever its lease.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -77,6 +84,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """ListWorkers returns every known worker, alive or evicted."""
     GetWorker: _aio.UnaryUnaryMultiCallable[_workers_pb2.GetWorkerRequest, _workers_pb2.GetWorkerResponse]  # type: ignore[assignment]
     """GetWorker returns one worker."""
+    WaitForStopOrders: _aio.UnaryUnaryMultiCallable[_workers_pb2.WaitForStopOrdersRequest, _workers_pb2.WaitForStopOrdersResponse]  # type: ignore[assignment]
+    """WaitForStopOrders is a long-poll for the stop orders a heartbeat would
+    return: it answers as soon as one of the attempts in `running` must be
+    abandoned (cancelled, superseded, reassigned, finished), or when `wait`
+    runs out with none. A worker keeps one open beside its heartbeats, so a
+    stop order reaches it within moments of CancelRun, whatever its lease.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkerService is how workers take part: they heartbeat their resources,
@@ -129,5 +143,18 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workers_pb2.GetWorkerResponse, _abc.Awaitable[_workers_pb2.GetWorkerResponse]]:
         """GetWorker returns one worker."""
+
+    @_abc_1.abstractmethod
+    def WaitForStopOrders(
+        self,
+        request: _workers_pb2.WaitForStopOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workers_pb2.WaitForStopOrdersResponse, _abc.Awaitable[_workers_pb2.WaitForStopOrdersResponse]]:
+        """WaitForStopOrders is a long-poll for the stop orders a heartbeat would
+        return: it answers as soon as one of the attempts in `running` must be
+        abandoned (cancelled, superseded, reassigned, finished), or when `wait`
+        runs out with none. A worker keeps one open beside its heartbeats, so a
+        stop order reaches it within moments of CancelRun, whatever its lease.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

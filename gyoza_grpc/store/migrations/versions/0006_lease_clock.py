@@ -1,7 +1,7 @@
 """the lease clock: when an eviction sweep last committed
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 
 A database outage longer than the lease evicted every worker the moment the database came back:
 their heartbeats had been refused, not missed. Each sweep now records its time in this one-row
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
