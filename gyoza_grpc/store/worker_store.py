@@ -4,13 +4,15 @@ Claims lock the worker row (so one worker's claims serialise and see its own hol
 take PENDING candidates with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite has one writer), and
 hand each that fits to the state machine as an ASSIGNED event: never one run to two workers.
 Evictions lock the expired worker rows with SKIP LOCKED and re-check them, so sweeps on every
-replica at once never retry a run twice.
+replica at once never retry a run twice. Each sweep ticks the lease clock first, crediting the
+leases with time the database could record no heartbeat (`evict_expired`). A heartbeat hands
+back the ASSIGNED attempts its worker no longer reports (`_unreported`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,10 +32,11 @@ from gyoza_grpc.domain.workers import (
     StopOrder,
     Worker,
     WorkerState,
+    outage_credit,
     stop_orders,
 )
 from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.tables import attempts, runs, workers
+from gyoza_grpc.store.tables import attempts, lease_clock, runs, workers
 
 _HOLDING = (RunState.ASSIGNED.value, RunState.RUNNING.value)
 # Candidates read per round while looking for runs that fit.
@@ -41,10 +44,27 @@ _CANDIDATE_WINDOW = 64
 _MAX_CANDIDATES = 1024
 
 
+# Whether a claim's answer has room for one more run (as assigned, with its GPU).
+Admit = Callable[[Run, int | None], bool]
+
+
+def _admit_all(run: Run, gpu_id: int | None) -> bool:
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedRun:
     run: Run
     gpu_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one eviction sweep did: the workers it evicted, each with the transitions of the
+    runs it handed back, and the outage it credited to the leases (0: none)."""
+
+    evicted: list[tuple[str, list[Transition]]]
+    credited: timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +127,19 @@ class WorkerStore:
         lease: timedelta,
         not_ready_reason: str = "",
     ) -> list[StopOrder]:
-        """Register or renew a worker; an evicted one comes back as a new registration."""
+        """Register or renew a worker; an evicted one comes back as a new registration.
+        An ASSIGNED attempt the worker does not report, and was handed before its previous
+        heartbeat, goes back to PENDING (`_unreported`)."""
+        handed_back: list[tuple[Transition, list[TopicEvent]]] = []
         async with self._runs.write_transaction() as conn:
-            now = self.now
+            found = (
+                await conn.execute(
+                    sa.select(workers.c.state, workers.c.last_heartbeat)
+                    .where(workers.c.worker_id == worker_id)
+                    .with_for_update()
+                )
+            ).first()
+            now = self.now  # under the row lock, like a claim's (see `_unreported`)
             values = {
                 "state": WorkerState.ALIVE.value,
                 "cpu": resources.cpu,
@@ -122,13 +152,6 @@ class WorkerStore:
                 "lease_expires_at": to_us(now + lease),
                 "not_ready_reason": not_ready_reason,
             }
-            found = (
-                await conn.execute(
-                    sa.select(workers.c.state)
-                    .where(workers.c.worker_id == worker_id)
-                    .with_for_update()
-                )
-            ).first()
             if found is None:
                 await conn.execute(
                     workers.insert().values(worker_id=worker_id, registered_at=to_us(now), **values)
@@ -139,10 +162,47 @@ class WorkerStore:
                 await conn.execute(
                     workers.update().where(workers.c.worker_id == worker_id).values(values)
                 )
+                if found.state == WorkerState.ALIVE.value:
+                    reported = {(h.run_id, h.attempt) for h in running}
+                    for held in await self._unreported(conn, worker_id, found.last_heartbeat):
+                        if (held.run_id, held.attempt) in reported:
+                            continue
+                        run = await self._runs.load_run(conn, held.run_id)
+                        t = state_machine.forget_unreported(run, worker_id, now)
+                        if t.events:
+                            handed_back.append((t, await self._runs.write_transition(conn, run, t)))
             views = await self._run_views(conn, [h.run_id for h in running])
             # Its long-poll may wait on another replica: new capacity may fit a waiting run.
             self._runs.wakeups(conn).workers.add(worker_id)
+        for t, published in handed_back:
+            self._runs.notify(t, published)
         return stop_orders(worker_id, running, views)
+
+    async def _unreported(
+        self, conn: AsyncConnection, worker_id: str, previous_heartbeat_us: int
+    ) -> list[HeldAttempt]:
+        """The attempts ASSIGNED to the worker before its previous heartbeat. A claim answer still
+        on its way is not among them: the claim committed after that heartbeat (both lock the
+        worker's row, and read the clock under it), so it counts only from the next one, a
+        heartbeat interval after the worker had the previous answer. A run whose assignment
+        is older and that the worker still does not report never reached it."""
+        stmt = (
+            sa.select(runs.c.id, attempts.c.attempt)
+            .join(
+                attempts,
+                sa.and_(
+                    attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt
+                ),
+            )
+            .where(
+                attempts.c.worker_id == worker_id,
+                attempts.c.state == RunState.ASSIGNED.value,
+                # updated_at: when it was assigned, or later (an edit): never too early.
+                runs.c.updated_at < previous_heartbeat_us,
+            )
+            .order_by(runs.c.id)
+        )
+        return [HeldAttempt(r.id, r.attempt) for r in await conn.execute(stmt)]
 
     async def stop_orders(self, worker_id: str, running: Sequence[HeldAttempt]) -> list[StopOrder]:
         """The attempts in `running` that `worker_id` must abandon now (a read: WaitForStopOrders
@@ -184,16 +244,25 @@ class WorkerStore:
         self, conn: AsyncConnection, worker_id: str, now: datetime, *, lock: bool
     ) -> Worker:
         """The worker, if registered and within its lease (its row locked when asked)."""
+        worker = await self._lock_worker(conn, worker_id, lock=lock)
+        self._check_lease(worker, now)
+        return worker
+
+    async def _lock_worker(
+        self, conn: AsyncConnection, worker_id: str, *, lock: bool = True
+    ) -> Worker:
         stmt = sa.select(workers).where(workers.c.worker_id == worker_id)
         if lock:
             stmt = stmt.with_for_update()
         row = (await conn.execute(stmt)).first()
         if row is None:
             raise _not_registered(worker_id)
-        worker = _worker_from_row(row)
+        return _worker_from_row(row)
+
+    @staticmethod
+    def _check_lease(worker: Worker, now: datetime) -> None:
         if worker.state is WorkerState.EVICTED or worker.lease_expires_at < now:
-            raise _evicted(worker_id)
-        return worker
+            raise _evicted(worker.worker_id)
 
     async def _held(self, conn: AsyncConnection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
         stmt = (
@@ -218,10 +287,12 @@ class WorkerStore:
         ]
 
     async def claim(
-        self, worker_id: str, max_runs: int
+        self, worker_id: str, max_runs: int, admit: Admit = _admit_all
     ) -> tuple[list[ClaimedRun], datetime | None]:
-        """Assign up to `max_runs` claimable runs that fit the worker. Also returns, when
-        nothing was claimed, the earliest time a backed-off PENDING run becomes claimable."""
+        """Assign up to `max_runs` claimable runs that fit the worker. Each is first offered
+        to `admit` (the run as assigned, its GPU): once it says no, the answer has no room for
+        more, and the claim ends there without assigning that run. Also returns, when nothing
+        was claimed, the earliest time a backed-off PENDING run becomes claimable."""
         claimed: list[ClaimedRun] = []
         transitions: list[tuple[Transition, list[TopicEvent]]] = []
         # A read first: with nothing claimable, no write transaction (and on SQLite no turn
@@ -233,14 +304,18 @@ class WorkerStore:
                 return [], await self._next_due(conn, to_us(now))
         window = min(_CANDIDATE_WINDOW, max(8, 2 * max_runs))
         async with self._runs.write_transaction() as conn:
+            worker = await self._lock_worker(conn, worker_id)
+            # Read under the worker's row lock, as heartbeats do: a claim and a heartbeat of
+            # one worker are stamped in the order they commit (see `_unreported`).
             now = self.now
-            worker = await self._check_worker(conn, worker_id, now, lock=True)
+            self._check_lease(worker, now)
             free = free_capacity(
                 worker.resources, (h for h, _ in await self._held(conn, worker_id))
             )
             seen = 0
             after: tuple[int, int, str] | None = None
-            while len(claimed) < max_runs and seen < _MAX_CANDIDATES:
+            full = False
+            while len(claimed) < max_runs and seen < _MAX_CANDIDATES and not full:
                 found = await self._candidates(conn, to_us(now), after, window)
                 if not found:
                     break
@@ -261,6 +336,9 @@ class WorkerStore:
                     t = state_machine.append_event(
                         run, state_machine.EventInput(EventType.ASSIGNED, payload=payload), now
                     )
+                    if not admit(t.run, placement.gpu_id):
+                        full = True  # never assigned: a run the answer could not carry
+                        break
                     transitions.append((t, await self._runs.write_transition(conn, run, t)))
                     claimed.append(ClaimedRun(t.run, placement.gpu_id))
                     free = take(free, run.constraints, placement.gpu_id)
@@ -342,12 +420,19 @@ class WorkerStore:
 
     # -- evictions -------------------------------------------------------------------------
 
-    async def evict_expired(self) -> list[tuple[str, list[Transition]]]:
+    async def evict_expired(self, lease: timedelta) -> Sweep:
         """Evict every ALIVE worker whose lease ran out and hand its runs back. Safe to run
-        on every replica at once: each expired worker row is taken by one sweep only."""
+        on every replica at once: each expired worker row is taken by one sweep only.
+
+        First the sweep ticks the lease clock. When no sweep has committed for longer than
+        `outage_credit` allows, the database recorded no heartbeat either: that time is added
+        to every ALIVE worker's lease (never past a full lease from now), so an outage does not
+        evict the workers whose heartbeats it refused. The clock's row lock makes one sweep,
+        on whichever replica comes first, credit a gap once."""
         done: list[tuple[str, list[tuple[Transition, list[TopicEvent]]]]] = []
         async with self._runs.write_transaction() as conn:
             now = self.now
+            credited = await self._tick(conn, now, lease)
             stmt = (
                 sa.select(workers.c.worker_id)
                 .where(
@@ -374,7 +459,43 @@ class WorkerStore:
         for _, transitions in done:
             for t, published in transitions:
                 self._runs.notify(t, published)
-        return [(w, [t for t, _ in ts]) for w, ts in done]
+        return Sweep(evicted=[(w, [t for t, _ in ts]) for w, ts in done], credited=credited)
+
+    async def _tick(self, conn: AsyncConnection, now: datetime, lease: timedelta) -> timedelta:
+        """Record this sweep on the lease clock and credit the leases with an outage; returns
+        the time credited. Without ALIVE workers nothing is written (a sweep with nothing to
+        do leaves SQLite's run cache alone), and the next gap is credited only up to a full
+        lease each."""
+        clock = (
+            await conn.execute(
+                sa.select(lease_clock.c.ticked_at).where(lease_clock.c.id == 1).with_for_update()
+            )
+        ).first()
+        alive = sa.select(workers.c.worker_id).where(workers.c.state == WorkerState.ALIVE.value)
+        if (await conn.execute(alive.limit(1))).first() is None:
+            return timedelta(0)
+        now_us = to_us(now)
+        if clock is None:
+            await conn.execute(lease_clock.insert().values(id=1, ticked_at=now_us))
+            return timedelta(0)
+        credit = timedelta(0)
+        if clock.ticked_at:
+            credit = outage_credit(now - from_us(clock.ticked_at), lease)
+        if credit:
+            cap = to_us(now + lease)  # what a heartbeat now would give
+            extended = workers.c.lease_expires_at + credit // timedelta(microseconds=1)
+            await conn.execute(
+                workers.update()
+                .where(
+                    workers.c.state == WorkerState.ALIVE.value,
+                    workers.c.lease_expires_at < cap,
+                )
+                .values(lease_expires_at=sa.case((extended < cap, extended), else_=cap))
+            )
+        await conn.execute(
+            lease_clock.update().where(lease_clock.c.id == 1).values(ticked_at=now_us)
+        )
+        return credit
 
     # -- reads -----------------------------------------------------------------------------
 
