@@ -163,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep-interval",
         "GYOZA_SWEEP_INTERVAL",
         d.sweep_interval_s,
-        "how often expired leases are looked for; eviction happens within "
-        "lease + interval of the last heartbeat",
+        "how often expired leases are looked for (at most a quarter of the lease); "
+        "eviction happens within lease + interval of the last heartbeat",
         **seconds,
     )
     _add_limits(serve)
@@ -248,6 +248,9 @@ _LIMIT_FLAGS = (
      "events a run holds before it takes only lifecycle events"),
     ("--max-watch-streams", "max_watch_streams", "GYOZA_MAX_WATCH_STREAMS",
      "WatchEvents and WatchTopic streams open at once"),
+    ("--max-response-bytes", "max_response_bytes", "GYOZA_MAX_RESPONSE_BYTES",
+     "largest claim answer or list page: fewer runs are claimed, a page ends early "
+     "with has_more; keep it under the clients' receive limit (4 MiB by default)"),
 )  # fmt: skip
 
 

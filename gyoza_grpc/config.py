@@ -36,7 +36,8 @@ class ServerConfig:
     sqlite_synchronous: str = "normal"
     # A worker that has not heartbeated for this long is evicted (and its runs handed back).
     lease_seconds: int = 30
-    # How often expired leases are looked for: detection takes at most lease + interval.
+    # How often expired leases are looked for: detection takes at most lease + interval. At
+    # most a quarter of the lease (the sweeps are also the clock that tells a database outage).
     sweep_interval_s: float = 5.0
     migrate: bool = False
     # PostgreSQL: a statement running longer is cut off (and answered UNAVAILABLE); 0 = none.

@@ -8,10 +8,10 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from gyoza.v1 import (
     definitions_pb2,
@@ -23,6 +23,7 @@ from gyoza.v1 import (
     workers_pb2,
     workers_pb2_grpc,
 )
+from gyoza_grpc.api import reflection
 from gyoza_grpc.api.access_log import AccessLogInterceptor
 from gyoza_grpc.api.auth import AuthInterceptor, log_access
 from gyoza_grpc.api.decoding import DecodeErrorInterceptor
@@ -34,10 +35,13 @@ from gyoza_grpc.api.topics import TopicServicer
 from gyoza_grpc.api.workers import WorkerServicer
 from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.clock import Clock, utc_now
+from gyoza_grpc.domain.errors import Unavailable
 from gyoza_grpc.domain.model import Event, Run, TopicEvent
+from gyoza_grpc.domain.workers import sweep_interval
 from gyoza_grpc.ops.db_health import DatabaseHealth
 from gyoza_grpc.ops.log_format import flush_access_lines
 from gyoza_grpc.ops.metrics import ServerMetrics
+from gyoza_grpc.store.db_errors import translate
 from gyoza_grpc.store.definition_store import DefinitionStore
 from gyoza_grpc.store.engine import Engines, make_engines, open_transactions
 from gyoza_grpc.store.run_store import RunStore
@@ -61,14 +65,20 @@ SERVICE_NAMES = (
     definitions_pb2.DESCRIPTOR.services_by_name["DefinitionService"].full_name,
 )
 
-# Keepalive for long-lived watch streams: the server pings idle connections every 60 s and
-# lets clients ping as often as every 10 s (faster pings get GOAWAY "too_many_pings").
+# Keepalive (docs/deploy.md). The server pings a connection idle for 60 s, with or without
+# calls, and closes it when a ping is not answered within 20 s: a vanished client's watch
+# streams and slots come back. Clients may ping every 5 s or slower on quiet streams; a client
+# pinging faster is tolerated, never cut: with grpc's default (two strikes), its third early
+# ping got GOAWAY "too_many_pings", which grpc-js reports on every open stream as
+# RESOURCE_EXHAUSTED, a code clients do not retry. A ping costs the server its ACK only, so
+# strikes are counted against the 5 s but never acted on (max_ping_strikes 0).
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
     # A second server on a busy port must fail to start, not share the port with the first.
     ("grpc.so_reuseport", 0),
 ]
@@ -204,7 +214,7 @@ async def start_server(
         RunServicer(store, watcher, clock=clock, limits=limits, watch_slots=slots), services
     )
     topics_pb2_grpc.add_TopicServiceServicer_to_server(
-        TopicServicer(store, watcher, watch_slots=slots), services
+        TopicServicer(store, watcher, watch_slots=slots, limits=limits), services
     )
     definitions_pb2_grpc.add_DefinitionServiceServicer_to_server(
         DefinitionServicer(
@@ -214,16 +224,18 @@ async def start_server(
     )
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerServicer(
-            worker_store, work_signal, lease_s=config.lease_seconds, stop_signal=stop_signal
+            worker_store,
+            work_signal,
+            lease_s=config.lease_seconds,
+            stop_signal=stop_signal,
+            max_response_bytes=limits.max_response_bytes,
         ),
         services,
     )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     if config.reflection:
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), services
-        )
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), services)
     try:
         if credentials is None:
             port = server.add_insecure_port(config.address)
@@ -243,7 +255,9 @@ async def start_server(
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    sweeper = asyncio.create_task(_sweep_evictions(worker_store, config.sweep_interval_s))
+    sweeper = asyncio.create_task(
+        _sweep_evictions(worker_store, timedelta(seconds=config.lease_seconds), config)
+    )
     if wakeup is not None:
         wakeup.start()
     stats = StatsStore(engines)
@@ -278,20 +292,56 @@ async def start_server(
     )
 
 
-async def _sweep_evictions(workers: WorkerStore, interval_s: float) -> None:
-    """Evict workers whose lease ran out, every `interval_s`: a worker that stops
-    heartbeating is evicted at most lease + interval after its last heartbeat."""
+async def _sweep_evictions(workers: WorkerStore, lease: timedelta, config: ServerConfig) -> None:
+    """Evict workers whose lease ran out, every `--sweep-interval` (at least four times a
+    lease: domain/workers.py): a worker that stops heartbeating is evicted at most lease +
+    interval after its last heartbeat. A sweep while the database is out of reach logs one
+    line, not a traceback; time the database could record no heartbeat is credited to the
+    leases (WorkerStore.evict_expired)."""
+    interval_s = sweep_interval(timedelta(seconds=config.sweep_interval_s), lease).total_seconds()
+    failing = False
     while True:
         await asyncio.sleep(interval_s)
         try:
-            for worker_id, transitions in await workers.evict_expired():
-                log.warning(
-                    "evicted worker %s (lease expired); handed back %d run(s)",
-                    worker_id,
-                    len(transitions),
-                )
-        except Exception:
-            log.exception("eviction sweep failed; retrying in %.1fs", interval_s)
+            sweep = await workers.evict_expired(lease)
+        except Exception as err:
+            if not _database_trouble(err):
+                log.exception("eviction sweep failed; retrying in %.1fs", interval_s)
+                continue
+            log.warning(
+                "eviction sweep: database unavailable (%s); retrying in %.1fs",
+                _cause(err),
+                interval_s,
+            )
+            failing = True
+            continue
+        if failing:
+            log.info("eviction sweep: the database answers again")
+            failing = False
+        if sweep.credited:
+            log.warning(
+                "no eviction sweep could commit for %.1fs (the database was out of reach): "
+                "that time does not count against the workers' leases",
+                sweep.credited.total_seconds(),
+            )
+        for worker_id, transitions in sweep.evicted:
+            log.warning(
+                "evicted worker %s (lease expired); handed back %d run(s)",
+                worker_id,
+                len(transitions),
+            )
+
+
+def _database_trouble(err: BaseException) -> bool:
+    """A database out of reach (already UNAVAILABLE for the callers), not a server bug."""
+    return isinstance(err, Unavailable) or translate(err) is not None
+
+
+def _cause(err: BaseException) -> str:
+    """One line naming what failed underneath (the driver's error, not ours)."""
+    cause = err.__cause__ or err
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"[:300]
 
 
 async def serve(config: ServerConfig) -> None:

@@ -14,6 +14,7 @@ import grpc
 from gyoza.v1 import definitions_pb2, definitions_pb2_grpc
 from gyoza_grpc.api import convert
 from gyoza_grpc.api.errors import unary
+from gyoza_grpc.api.response_budget import ResponseBudget, fill_within
 from gyoza_grpc.domain import definitions
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
@@ -87,9 +88,15 @@ class DefinitionServicer(definitions_pb2_grpc.DefinitionServiceServicer):
         if violations:
             raise InvalidArgument.for_fields(violations)
         found, has_more = await self._store.list_latest(limit=limit, starting_after=after)
-        return definitions_pb2.ListDefinitionsResponse(
-            definitions=[convert.definition_to_pb(d) for d in found], has_more=has_more
+        out = definitions_pb2.ListDefinitionsResponse()
+        complete = fill_within(
+            ResponseBudget(self._limits.max_response_bytes),
+            out.definitions,
+            found,
+            lambda entry, d: entry.CopyFrom(convert.definition_to_pb(d)),
         )
+        out.has_more = has_more or not complete
+        return out
 
     @unary
     async def ListDefinitionVersions(

@@ -4,6 +4,7 @@ the domain."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeAlias
 
 import grpc
@@ -11,6 +12,7 @@ import grpc
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.api import convert
 from gyoza_grpc.api.errors import streaming, unary
+from gyoza_grpc.api.response_budget import ResponseBudget, fill_within
 from gyoza_grpc.api.run_replies import RunReplies
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.clock import Clock, utc_now
@@ -160,12 +162,21 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def ListRuns(
         self, request: runs_pb2.ListRunsRequest, context: Context
     ) -> runs_pb2.ListRunsResponse:
-        page = await self._store.list_runs(_list_query(request))
+        query = _list_query(request)
+        page = await self._store.list_runs(query)
         out = runs_pb2.ListRunsResponse()
-        add = out.data.add
-        for r in page.runs:
-            convert.fill_run(add(), r, page.events.get(r.id, ()))
-        out.has_more = page.has_more
+        # A page cut short by the response budget keeps the runs nearest its cursor, so the
+        # next page (starting_after its last run, or ending_before its first) goes on from them.
+        backward = bool(query.ending_before)
+        complete = fill_within(
+            ResponseBudget(self._limits.max_response_bytes),
+            out.data,
+            reversed(page.runs) if backward else page.runs,
+            lambda entry, r: convert.fill_run(entry, r, page.events.get(r.id, ())),
+        )
+        if backward:
+            out.data.reverse()  # newest first, as always
+        out.has_more = page.has_more or not complete
         return out
 
     @unary
@@ -268,10 +279,10 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             attempt=request.attempt,
             limit=limit,
         )
-        out = runs_pb2.ListEventsResponse(has_more=has_more)
-        add = out.events.add
-        for e in found:
-            convert.fill_event(add(), e)
+        out = runs_pb2.ListEventsResponse()
+        budget = ResponseBudget(self._limits.max_response_bytes)
+        complete = fill_within(budget, out.events, found, convert.fill_event)
+        out.has_more = has_more or not complete
         return out
 
     @unary
@@ -279,10 +290,18 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         self, request: runs_pb2.ListAttemptsRequest, context: Context
     ) -> runs_pb2.ListAttemptsResponse:
         run_id = _run_id(request.run_id, "run_id")
+        if request.after < 0:
+            raise InvalidArgument.field("after", "must be >= 0 (an attempt number; 0: all)")
         run, found = await self._store.list_attempts(run_id)
-        return runs_pb2.ListAttemptsResponse(
-            attempts=[convert.attempt_to_pb(a, run) for a in found]
+        out = runs_pb2.ListAttemptsResponse()
+        complete = fill_within(
+            ResponseBudget(self._limits.max_response_bytes),
+            out.attempts,
+            (a for a in found if a.number > request.after),
+            lambda entry, a: entry.CopyFrom(convert.attempt_to_pb(a, run)),
         )
+        out.has_more = not complete
+        return out
 
     @streaming
     async def WatchEvents(self, request: runs_pb2.WatchEventsRequest, context: Context) -> Any:
@@ -290,7 +309,8 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         after = request.after if request.HasField("after") else None
         wire = self._watcher.wire  # one message per event, shared by all of its watchers
         with self._slots.held(context):
-            async for item in self._watcher.watch(run_id, after):
+            accepted = functools.partial(context.send_initial_metadata, ())
+            async for item in self._watcher.watch(run_id, after, accepted=accepted):
                 if isinstance(item, Heartbeat):
                     yield runs_pb2.WatchEventsResponse(
                         heartbeat=runs_pb2.Heartbeat(

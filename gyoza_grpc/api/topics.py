@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeAlias
 
 import grpc
@@ -9,8 +10,9 @@ import grpc
 from gyoza.v1 import topics_pb2, topics_pb2_grpc
 from gyoza_grpc.api import convert
 from gyoza_grpc.api.errors import streaming, unary
+from gyoza_grpc.api.response_budget import ResponseBudget, fill_within
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
-from gyoza_grpc.domain.limits import DEFAULT_LIMITS
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits
 from gyoza_grpc.domain.model import TopicEvent
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.streams.watch import EventWatcher, Heartbeat
@@ -34,14 +36,18 @@ def _after(request: topics_pb2.WatchTopicRequest | topics_pb2.ListTopicEventsReq
     return request.after
 
 
+def fill_topic_event(out: topics_pb2.TopicEvent, te: TopicEvent) -> None:
+    out.cursor = te.cursor
+    out.run_id = te.event.run_id
+    convert.fill_event(out.event, te.event)
+    out.attributes.CopyFrom(convert.dict_to_struct(te.attributes))
+    out.topic = te.topic
+
+
 def topic_event_to_pb(te: TopicEvent) -> topics_pb2.TopicEvent:
-    return topics_pb2.TopicEvent(
-        cursor=te.cursor,
-        run_id=te.event.run_id,
-        event=convert.event_to_pb(te.event),
-        attributes=convert.dict_to_struct(te.attributes),
-        topic=te.topic,
-    )
+    out = topics_pb2.TopicEvent()
+    fill_topic_event(out, te)
+    return out
 
 
 def _topic_response(te: TopicEvent) -> topics_pb2.WatchTopicResponse:
@@ -50,11 +56,17 @@ def _topic_response(te: TopicEvent) -> topics_pb2.WatchTopicResponse:
 
 class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
     def __init__(
-        self, store: RunStore, watcher: EventWatcher, *, watch_slots: WatchSlots | None = None
+        self,
+        store: RunStore,
+        watcher: EventWatcher,
+        *,
+        watch_slots: WatchSlots | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._store = store
         self._watcher = watcher
-        self._slots = watch_slots or WatchSlots(DEFAULT_LIMITS.max_watch_streams)
+        self._slots = watch_slots or WatchSlots(limits.max_watch_streams)
+        self._limits = limits
 
     @unary
     async def ListTopicEvents(
@@ -68,9 +80,11 @@ class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
                 [FieldViolation("limit", f"must be between 1 and {MAX_LIMIT} (0 means 100)")]
             )
         found, has_more = await self._store.list_topic_events(topic, after=after, limit=limit)
-        return topics_pb2.ListTopicEventsResponse(
-            events=[topic_event_to_pb(te) for te in found], has_more=has_more
-        )
+        out = topics_pb2.ListTopicEventsResponse()
+        budget = ResponseBudget(self._limits.max_response_bytes)
+        complete = fill_within(budget, out.events, found, fill_topic_event)
+        out.has_more = has_more or not complete
+        return out
 
     @streaming
     async def WatchTopic(self, request: topics_pb2.WatchTopicRequest, context: Context) -> Any:
@@ -78,7 +92,8 @@ class TopicServicer(topics_pb2_grpc.TopicServiceServicer):
         after = _after(request)
         wire = self._watcher.wire  # one message per topic event, shared by all of its watchers
         with self._slots.held(context):
-            async for item in self._watcher.watch_topic(topic, after):
+            accepted = functools.partial(context.send_initial_metadata, ())
+            async for item in self._watcher.watch_topic(topic, after, accepted=accepted):
                 if isinstance(item, Heartbeat):
                     yield topics_pb2.WatchTopicResponse(
                         heartbeat=topics_pb2.TopicHeartbeat(

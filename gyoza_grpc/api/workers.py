@@ -12,8 +12,11 @@ import grpc
 from gyoza.v1 import workers_pb2, workers_pb2_grpc
 from gyoza_grpc.api import convert
 from gyoza_grpc.api.errors import unary
+from gyoza_grpc.api.response_budget import ResponseBudget
 from gyoza_grpc.api.runs import MAX_ID_LEN
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
+from gyoza_grpc.domain.limits import DEFAULT_LIMITS
+from gyoza_grpc.domain.model import Run
 from gyoza_grpc.domain.placement import Capacity, Gpu
 from gyoza_grpc.domain.workers import (
     MAX_NOT_READY_REASON_LEN,
@@ -89,6 +92,25 @@ def worker_to_pb(d: WorkerDetail) -> workers_pb2.Worker:
     )
 
 
+class _Answer:
+    """A ClaimRuns answer, filled as the store assigns: each run goes in before it is
+    assigned, and a run that would pass the response budget is not assigned at all."""
+
+    def __init__(self, out: workers_pb2.ClaimRunsResponse, max_bytes: int) -> None:
+        self._out = out
+        self._budget = ResponseBudget(max_bytes)
+
+    def admit(self, run: Run, gpu_id: int | None) -> bool:
+        claim = self._out.claims.add(attempt=run.current_attempt)
+        convert.fill_run(claim.run, run)  # in place: no Run built and then copied in
+        if gpu_id is not None:
+            claim.gpu_id = gpu_id
+        if self._budget.admit(claim):
+            return True
+        del self._out.claims[-1]
+        return False
+
+
 class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
     def __init__(
         self,
@@ -96,11 +118,13 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
         signal: WorkSignal,
         *,
         lease_s: int,
+        max_response_bytes: int = DEFAULT_LIMITS.max_response_bytes,
         stop_signal: StopSignal | None = None,
     ) -> None:
         self._store = store
         self._signal = signal
         self._lease_s = lease_s
+        self._max_response_bytes = max_response_bytes
         self._stops = stop_signal or StopSignal()
 
     @unary
@@ -183,7 +207,11 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
         hops = 0
         while True:
             version = self._signal.version
-            claimed, next_due = await self._store.claim(worker_id, max_runs)
+            # Each run is put in the answer before it is assigned, and only if it fits.
+            out = workers_pb2.ClaimRunsResponse()
+            claimed, next_due = await self._store.claim(
+                worker_id, max_runs, _Answer(out, self._max_response_bytes).admit
+            )
             if not claimed:
                 self._signal.pass_on(hops)  # a wake-up this worker could not use
             left = deadline - loop.time()
@@ -194,12 +222,6 @@ class WorkerServicer(workers_pb2_grpc.WorkerServiceServicer):
                 due_in = (next_due - self._store.now).total_seconds()
                 timeout = min(timeout, max(due_in, 0.001))
             hops = await self._signal.wait(worker_id, version, timeout) or 0
-        out = workers_pb2.ClaimRunsResponse()
-        for c in claimed:
-            claim = out.claims.add(attempt=c.run.current_attempt)
-            convert.fill_run(claim.run, c.run)  # in place: no Run built and then copied in
-            if c.gpu_id is not None:
-                claim.gpu_id = c.gpu_id
         return out
 
     @unary

@@ -270,12 +270,18 @@ class RunCalls:
     async def list_attempts(
         self, run_id: str, *, timeout: timedelta | None = None
     ) -> list[runs_pb2.Attempt]:
-        """Every attempt of a run, the first first."""
-        request = runs_pb2.ListAttemptsRequest(run_id=run_id)
-        resp = await self._transport.unary(
-            self._transport.stubs.runs.ListAttempts, request, timeout=timeout, retry=True
-        )
-        return list(resp.attempts)
+        """Every attempt of a run, the first first (one call, or more when the server cut
+        the answer at its response budget: the rest comes after the last attempt read)."""
+        found: list[runs_pb2.Attempt] = []
+        while True:
+            after = found[-1].attempt if found else 0
+            request = runs_pb2.ListAttemptsRequest(run_id=run_id, after=after)
+            resp = await self._transport.unary(
+                self._transport.stubs.runs.ListAttempts, request, timeout=timeout, retry=True
+            )
+            found.extend(resp.attempts)
+            if not resp.has_more or not resp.attempts:
+                return found
 
     def watch_events(
         self, run_id: str, *, after: int | None = None

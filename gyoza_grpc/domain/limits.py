@@ -8,6 +8,7 @@ precise status rather than a crash or a slow death.
 | `max_payload_bytes` | 64 KiB | INVALID_ARGUMENT naming `payload` |
 | `max_events_per_run` | 10,000 | RESOURCE_EXHAUSTED (reason EVENT_LIMIT_REACHED) |
 | `max_watch_streams` | 10,000 | RESOURCE_EXHAUSTED (reason TOO_MANY_WATCHERS) |
+| `max_response_bytes` | 4 MiB - 256 KiB | not refused: fewer runs claimed, a page ends early |
 
 JSON sizes are those of the canonical encoding (compact separators, UTF-8), checked where
 the document is read from the request (api/convert.py: encoded only when its wire size,
@@ -58,6 +59,9 @@ class Limits:
     max_events_per_run: int = 10_000
     # WatchEvents and WatchTopic streams open at once on one server process.
     max_watch_streams: int = 10_000
+    # Largest answer built of many items (a claim's runs, a list page): under the 4 MiB that
+    # grpcio and grpc-js receive by default, with room to spare (api/response_budget.py).
+    max_response_bytes: int = 4 * MIB - 256 * KIB
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

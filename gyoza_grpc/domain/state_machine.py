@@ -469,19 +469,47 @@ def lose_worker(run: Run, worker_id: str, now: datetime) -> Transition:
     left alone (an empty transition)."""
     message = f"worker {worker_id} lost"
     if run.state is RunState.ASSIGNED:
-        b = _Builder(run, now)
-        # The attempt never ran; it ends FAILED so that nothing counts it as held any more.
-        summary = replace(run.attempt.summary, error_message=f"{message} before it started")
-        b.run = replace(
-            b.run,
-            attempt=replace(run.attempt, state=RunState.FAILED, summary=summary, finished_at=now),
+        return _hand_back(
+            run,
+            now,
+            f"{message} before it started",
+            f"{message} before it started the run",
+            {"lost_worker": worker_id},
         )
-        _append_retry(b, f"{message} before it started the run", {"lost_worker": worker_id})
-        b.run = replace(b.run, uncounted_attempts=run.uncounted_attempts + 1)
-        return b.finish()
     if run.state is RunState.RUNNING:
         failed = EventInput(
             EventType.FAILED, message, payload={"error_message": message, "lost_worker": worker_id}
         )
         return append_event(run, failed, now)
     return Transition(run=run, events=())
+
+
+def forget_unreported(run: Run, worker_id: str, now: datetime) -> Transition:
+    """An ASSIGNED attempt that its worker's heartbeats stopped reporting: the claim answer
+    never reached the worker (or it lost it). The run goes back to PENDING with a new attempt,
+    not counted against max_attempts (it never started); the old attempt is fenced, so a late
+    start of it is refused. Any other state, or another worker's attempt, is left alone."""
+    if run.state is not RunState.ASSIGNED or run.attempt.summary.worker_id != worker_id:
+        return Transition(run=run, events=())
+    return _hand_back(
+        run,
+        now,
+        f"worker {worker_id} did not report it",
+        f"worker {worker_id} never reported the run it was assigned (the claim answer did "
+        "not reach it)",
+        {"unreported_by": worker_id},
+    )
+
+
+def _hand_back(run: Run, now: datetime, error: str, msg: str, payload: JSON) -> Transition:
+    """An ASSIGNED run back to PENDING on a new attempt that does not count as a try."""
+    b = _Builder(run, now)
+    # The attempt never ran; it ends FAILED so that nothing counts it as held any more.
+    summary = replace(run.attempt.summary, error_message=error)
+    b.run = replace(
+        b.run,
+        attempt=replace(run.attempt, state=RunState.FAILED, summary=summary, finished_at=now),
+    )
+    _append_retry(b, msg, payload)
+    b.run = replace(b.run, uncounted_attempts=run.uncounted_attempts + 1)
+    return b.finish()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
@@ -18,6 +18,8 @@ MAX_NOT_READY_REASON_LEN = 1024
 _HOLDER_KEEPS_GOING = frozenset(
     {EventType.PROGRESS, EventType.INFO, EventType.ERROR, EventType.STARTED}
 )
+# Eviction sweeps per lease, at least: their ticks are the clock that tells an outage.
+SWEEPS_PER_LEASE = 4
 
 
 class WorkerState(StrEnum):
@@ -117,3 +119,22 @@ def stop_orders(
             continue
         out.append(StopOrder(held.run_id, held.attempt, reason))
     return out
+
+
+def sweep_interval(requested: timedelta, lease: timedelta) -> timedelta:
+    """How often to sweep: as asked, but at least SWEEPS_PER_LEASE times a lease, so that the
+    sweeps' ticks come far closer together than `outage_credit`'s threshold."""
+    return min(requested, lease / SWEEPS_PER_LEASE)
+
+
+def outage_credit(since_last_tick: timedelta, lease: timedelta) -> timedelta:
+    """What of the time since the last recorded sweep does not count against leases.
+
+    Sweeps run on every server and record their time in the database, at least four times a
+    lease. A gap of more than half a lease means no sweep could commit: the database was out
+    of reach (or no server ran), so no heartbeat could be recorded either, and a lease must
+    not run out for it. Then all of the gap is credited (a fresh heartbeat's full lease is the
+    most a worker gets back, see WorkerStore.evict_expired); a shorter one is ordinary, and a
+    healthy worker, heartbeating three times a lease, outlives it anyway.
+    """
+    return since_last_tick if since_last_tick > lease / 2 else timedelta(0)

@@ -107,9 +107,15 @@ class Calls:
             after = page.events[-1].seq
 
     async def list_attempts(self, run_id: str) -> Sequence[runs_pb2.Attempt]:
-        req = runs_pb2.ListAttemptsRequest(run_id=run_id)
-        resp: runs_pb2.ListAttemptsResponse = await self.up.runs.ListAttempts(req, **self._opts)
-        return resp.attempts
+        """Every attempt: the pages of ListAttempts (cut by the server's response budget)."""
+        found: list[runs_pb2.Attempt] = []
+        while True:
+            after = found[-1].attempt if found else 0
+            req = runs_pb2.ListAttemptsRequest(run_id=run_id, after=after)
+            resp: runs_pb2.ListAttemptsResponse = await self.up.runs.ListAttempts(req, **self._opts)
+            found.extend(resp.attempts)
+            if not resp.has_more or not resp.attempts:
+                return found
 
     def watch_events(self, run_id: str, after: int | None) -> grpc.aio.UnaryStreamCall:
         """The WatchEvents stream (no deadline), cancelled with the others at shutdown."""

@@ -148,6 +148,16 @@ workers = sa.Table(
     sa.Index("ix_workers_state_lease", "state", "lease_expires_at"),
 )
 
+# One row (id 1): when an eviction sweep last committed, on any replica. A gap in these ticks is
+# time the database could record no heartbeat (unreachable, or no server running), and it does
+# not count against the workers' leases (WorkerStore.evict_expired).
+lease_clock = sa.Table(
+    "lease_clock",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("ticked_at", sa.BigInteger, nullable=False),
+)
+
 # One row per (name, version) of an op definition; a version is immutable once added.
 # version_key is the version's semver precedence as bytes (domain.definitions.Version.key):
 # byte order is semver order on both backends (BLOB / bytea), so the latest version of a name

@@ -4,13 +4,15 @@ Claims lock the worker row (so one worker's claims serialise and see its own hol
 take PENDING candidates with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite has one writer), and
 hand each that fits to the state machine as an ASSIGNED event: never one run to two workers.
 Evictions lock the expired worker rows with SKIP LOCKED and re-check them, so sweeps on every
-replica at once never retry a run twice.
+replica at once never retry a run twice. Each sweep ticks the lease clock first, crediting the
+leases with time the database could record no heartbeat (`evict_expired`). A heartbeat hands
+back the ASSIGNED attempts its worker no longer reports (`_unreported`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -31,10 +33,11 @@ from gyoza_grpc.domain.workers import (
     StopOrder,
     Worker,
     WorkerState,
+    outage_credit,
     stop_orders,
 )
 from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.tables import attempts, runs, workers
+from gyoza_grpc.store.tables import attempts, lease_clock, runs, workers
 from gyoza_grpc.store.transactions import Tx
 
 _HOLDING = (RunState.ASSIGNED.value, RunState.RUNNING.value)
@@ -43,10 +46,27 @@ _CANDIDATE_WINDOW = 64
 _MAX_CANDIDATES = 1024
 
 
+# Whether a claim's answer has room for one more run (as assigned, with its GPU).
+Admit = Callable[[Run, int | None], bool]
+
+
+def _admit_all(run: Run, gpu_id: int | None) -> bool:
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimedRun:
     run: Run
     gpu_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one eviction sweep did: the workers it evicted, each with the transitions of the
+    runs it handed back, and the outage it credited to the leases (0: none)."""
+
+    evicted: list[tuple[str, list[Transition]]]
+    credited: timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +130,14 @@ class WorkerStore:
         lease: timedelta,
         not_ready_reason: str = "",
     ) -> list[StopOrder]:
-        """Register or renew a worker; an evicted one comes back as a new registration."""
+        """Register or renew a worker; an evicted one comes back as a new registration.
+        An ASSIGNED attempt the worker does not report, and was handed before its previous
+        heartbeat, goes back to PENDING (`_unreported`)."""
 
         def work(tx: Tx) -> dict[str, RunView]:
             conn = tx.conn
-            now = self.now
+            found = conn.execute(_WORKER_STATE, {"b_worker_id": worker_id}).first()
+            now = self.now  # under the row lock, like a claim's (see `_unreported`)
             values = {
                 "state": WorkerState.ALIVE.value,
                 "cpu": resources.cpu,
@@ -127,7 +150,6 @@ class WorkerStore:
                 "lease_expires_at": to_us(now + lease),
                 "not_ready_reason": not_ready_reason,
             }
-            found = conn.execute(_WORKER_STATE, {"b_worker_id": worker_id}).first()
             if found is None:
                 conn.execute(
                     workers.insert().values(worker_id=worker_id, registered_at=to_us(now), **values)
@@ -136,6 +158,15 @@ class WorkerStore:
                 if found.state == WorkerState.EVICTED.value:
                     values["registered_at"] = to_us(now)
                 conn.execute(_UPDATE_WORKER, {"b_worker_id": worker_id, **values})
+                if found.state == WorkerState.ALIVE.value:
+                    reported = {(h.run_id, h.attempt) for h in running}
+                    for held in _unreported(conn, worker_id, found.last_heartbeat):
+                        if (held.run_id, held.attempt) in reported:
+                            continue
+                        run = self._runs.load_run(tx, held.run_id)
+                        t = state_machine.forget_unreported(run, worker_id, now)
+                        if t.events:
+                            self._runs.write_transition(tx, run, t)
             # Its long-poll may wait on another replica: new capacity may fit a waiting run.
             tx.wakeups.workers.add(worker_id)
             return _run_views(conn, [h.run_id for h in running])
@@ -160,16 +191,18 @@ class WorkerStore:
     # -- claims ----------------------------------------------------------------------------
 
     async def claim(
-        self, worker_id: str, max_runs: int
+        self, worker_id: str, max_runs: int, admit: Admit = _admit_all
     ) -> tuple[list[ClaimedRun], datetime | None]:
-        """Assign up to `max_runs` claimable runs that fit the worker. Also returns, when
-        nothing was claimed, the earliest time a backed-off PENDING run becomes claimable."""
+        """Assign up to `max_runs` claimable runs that fit the worker. Each is first offered
+        to `admit` (the run as assigned, its GPU): once it says no, the answer has no room for
+        more, and the claim ends there without assigning that run. Also returns, when nothing
+        was claimed, the earliest time a backed-off PENDING run becomes claimable."""
 
         # A read first: with nothing claimable, no write transaction (and on SQLite no turn
         # in the writer queue) is spent on this worker.
         def check(tx: Tx) -> datetime | None:
             now_us = to_us(self.now)
-            _check_worker(tx.conn, worker_id, now_us, lock=False)
+            _check_lease(_lock_worker(tx.conn, worker_id, lock=False), from_us(now_us))
             if tx.conn.execute(_ANY_CLAIMABLE, {"b_now": now_us}).first() is not None:
                 return None
             return _next_due(tx.conn, now_us)
@@ -177,21 +210,26 @@ class WorkerStore:
         due = await self._tx.read(check)
         if due is not None:
             return [], due
-        return await self._tx.write(partial(self._claim, worker_id, max_runs), key=worker_id)
+        claim = partial(self._claim, worker_id, max_runs, admit)
+        return await self._tx.write(claim, key=worker_id)
 
     def _claim(
-        self, worker_id: str, max_runs: int, tx: Tx
+        self, worker_id: str, max_runs: int, admit: Admit, tx: Tx
     ) -> tuple[list[ClaimedRun], datetime | None]:
         conn = tx.conn
+        worker = _lock_worker(conn, worker_id, lock=True)
+        # Read under the worker's row lock, as heartbeats do: a claim and a heartbeat of one
+        # worker are stamped in the order they commit (see `_unreported`).
         now = self.now
         now_us = to_us(now)
-        worker = _check_worker(conn, worker_id, now_us, lock=True)
+        _check_lease(worker, now)
         free = free_capacity(worker.resources, (h for h, _ in _held(conn, worker_id)))
         claimed: list[ClaimedRun] = []
         window = min(_CANDIDATE_WINDOW, max(8, 2 * max_runs))
         seen = 0
         after: tuple[int, int, str] | None = None
-        while len(claimed) < max_runs and seen < _MAX_CANDIDATES:
+        full = False
+        while len(claimed) < max_runs and seen < _MAX_CANDIDATES and not full:
             found = _candidates(conn, now_us, after, window)
             if not found:
                 break
@@ -212,6 +250,9 @@ class WorkerStore:
                 t = state_machine.append_event(
                     run, state_machine.EventInput(EventType.ASSIGNED, payload=payload), now
                 )
+                if not admit(t.run, placement.gpu_id):
+                    full = True  # never assigned: a run the answer could not carry
+                    break
                 self._runs.write_transition(tx, run, t)
                 claimed.append(ClaimedRun(t.run, placement.gpu_id))
                 free = take(free, run.constraints, placement.gpu_id)
@@ -238,22 +279,21 @@ class WorkerStore:
 
     # -- evictions -------------------------------------------------------------------------
 
-    async def evict_expired(self) -> list[tuple[str, list[Transition]]]:
+    async def evict_expired(self, lease: timedelta) -> Sweep:
         """Evict every ALIVE worker whose lease ran out and hand its runs back. Safe to run
-        on every replica at once: each expired worker row is taken by one sweep only."""
+        on every replica at once: each expired worker row is taken by one sweep only.
 
-        def expired(tx: Tx) -> bool:
-            now_us = to_us(self.now)
-            return tx.conn.execute(_ANY_EXPIRED, {"b_now": now_us}).first() is not None
+        First the sweep ticks the lease clock. When no sweep has committed for longer than
+        `outage_credit` allows, the database recorded no heartbeat either: that time is added
+        to every ALIVE worker's lease (never past a full lease from now), so an outage does not
+        evict the workers whose heartbeats it refused. The clock's row lock makes one sweep,
+        on whichever replica comes first, credit a gap once."""
+        return await self._tx.write(partial(self._evict, lease))
 
-        # A read first: a sweep that finds nothing (the usual case) writes nothing.
-        if not await self._tx.read(expired):
-            return []
-        return await self._tx.write(self._evict)
-
-    def _evict(self, tx: Tx) -> list[tuple[str, list[Transition]]]:
+    def _evict(self, lease: timedelta, tx: Tx) -> Sweep:
         conn = tx.conn
         now = self.now
+        credited = _tick(conn, now, lease)
         stmt = (
             sa.select(workers.c.worker_id)
             .where(
@@ -278,7 +318,7 @@ class WorkerStore:
                     self._runs.write_transition(tx, run, t)
                     transitions.append(t)
             done.append((worker_id, transitions))
-        return done
+        return Sweep(evicted=done, credited=credited)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -307,7 +347,7 @@ class WorkerStore:
 
 _WORKER = sa.select(workers).where(workers.c.worker_id == sa.bindparam("b_worker_id"))
 _WORKER_STATE = (
-    sa.select(workers.c.state)
+    sa.select(workers.c.state, workers.c.last_heartbeat)
     .where(workers.c.worker_id == sa.bindparam("b_worker_id"))
     .with_for_update()
 )
@@ -315,14 +355,6 @@ _UPDATE_WORKER = workers.update().where(workers.c.worker_id == sa.bindparam("b_w
 _ANY_CLAIMABLE = (
     sa.select(runs.c.id)
     .where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= sa.bindparam("b_now"))
-    .limit(1)
-)
-_ANY_EXPIRED = (
-    sa.select(workers.c.worker_id)
-    .where(
-        workers.c.state == WorkerState.ALIVE.value,
-        workers.c.lease_expires_at < sa.bindparam("b_now"),
-    )
     .limit(1)
 )
 
@@ -344,16 +376,70 @@ def _run_views(conn: Connection, run_ids: list[str]) -> dict[str, RunView]:
     }
 
 
-def _check_worker(conn: Connection, worker_id: str, now_us: int, *, lock: bool) -> Worker:
-    """The worker, if registered and within its lease (its row locked when asked)."""
+def _lock_worker(conn: Connection, worker_id: str, *, lock: bool) -> Worker:
+    """The registered worker (its row locked when asked)."""
     stmt = _WORKER.with_for_update() if lock else _WORKER
     row = conn.execute(stmt, {"b_worker_id": worker_id}).first()
     if row is None:
         raise _not_registered(worker_id)
-    worker = _worker_from_row(row)
-    if worker.state is WorkerState.EVICTED or row.lease_expires_at < now_us:
-        raise _evicted(worker_id)
-    return worker
+    return _worker_from_row(row)
+
+
+def _check_lease(worker: Worker, now: datetime) -> None:
+    if worker.state is WorkerState.EVICTED or worker.lease_expires_at < now:
+        raise _evicted(worker.worker_id)
+
+
+def _unreported(conn: Connection, worker_id: str, previous_heartbeat_us: int) -> list[HeldAttempt]:
+    """The attempts ASSIGNED to the worker before its previous heartbeat. A claim answer still
+    on its way is not among them: the claim committed after that heartbeat (both lock the
+    worker's row, and read the clock under it), so it counts only from the next one, a
+    heartbeat interval after the worker had the previous answer. A run whose assignment is
+    older and that the worker still does not report never reached it."""
+    stmt = (
+        sa.select(runs.c.id, attempts.c.attempt)
+        .join(
+            attempts,
+            sa.and_(attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt),
+        )
+        .where(
+            attempts.c.worker_id == worker_id,
+            attempts.c.state == RunState.ASSIGNED.value,
+            # updated_at: when it was assigned, or later (an edit): never too early.
+            runs.c.updated_at < previous_heartbeat_us,
+        )
+        .order_by(runs.c.id)
+    )
+    return [HeldAttempt(r.id, r.attempt) for r in conn.execute(stmt)]
+
+
+def _tick(conn: Connection, now: datetime, lease: timedelta) -> timedelta:
+    """Record this sweep on the lease clock and credit the leases with an outage; returns the
+    time credited. Without ALIVE workers nothing is written, and the next gap is credited only
+    up to a full lease each."""
+    clock = conn.execute(
+        sa.select(lease_clock.c.ticked_at).where(lease_clock.c.id == 1).with_for_update()
+    ).first()
+    alive = sa.select(workers.c.worker_id).where(workers.c.state == WorkerState.ALIVE.value)
+    if conn.execute(alive.limit(1)).first() is None:
+        return timedelta(0)
+    now_us = to_us(now)
+    if clock is None:
+        conn.execute(lease_clock.insert().values(id=1, ticked_at=now_us))
+        return timedelta(0)
+    credit = timedelta(0)
+    if clock.ticked_at:
+        credit = outage_credit(now - from_us(clock.ticked_at), lease)
+    if credit:
+        cap = to_us(now + lease)  # what a heartbeat now would give
+        extended = workers.c.lease_expires_at + credit // timedelta(microseconds=1)
+        conn.execute(
+            workers.update()
+            .where(workers.c.state == WorkerState.ALIVE.value, workers.c.lease_expires_at < cap)
+            .values(lease_expires_at=sa.case((extended < cap, extended), else_=cap))
+        )
+    conn.execute(lease_clock.update().where(lease_clock.c.id == 1).values(ticked_at=now_us))
+    return credit
 
 
 def _held(conn: Connection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:

@@ -33,6 +33,12 @@ _READ_CHUNK = 1000
 _FINAL_READ_REUSE_S = 1.0
 
 T = TypeVar("T", Event, TopicEvent)
+# Awaited when a watch is accepted (the API layer sends the stream's response headers then).
+Accepted = Callable[[], Awaitable[None]]
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +105,12 @@ class EventWatcher:
         self.wire: Memo[tuple[str, str, int], Any] = Memo(size=_wire_size)
         self._final_reads: dict[tuple[str, int], tuple[float, asyncio.Task[list[Event]]]] = {}
 
-    async def watch(self, run_id: str, after: int | None) -> AsyncIterator[Event | Heartbeat]:
-        """A run's events after `after` (all when None), live until the run ends."""
+    async def watch(
+        self, run_id: str, after: int | None, *, accepted: Accepted = _nothing
+    ) -> AsyncIterator[Event | Heartbeat]:
+        """A run's events after `after` (all when None), live until the run ends.
+        `accepted` is awaited once the watch is subscribed and the run found: from then on
+        every event added to the run reaches this stream."""
         cursor = -1 if after is None else max(after, -1)
 
         async def read(cur: int, limit: int) -> tuple[list[Event], bool]:
@@ -113,6 +123,7 @@ class EventWatcher:
         sub = self._fanout.subscribe(run_key(run_id), cursor)
         try:
             run, _ = await self._store.get_run(run_id)  # NOT_FOUND before anything is sent
+            await accepted()
             backlog = await self._read_all(feed, cursor)
             if not backlog and run.is_terminal and run.last_seq <= cursor:
                 return
@@ -122,9 +133,10 @@ class EventWatcher:
             self._fanout.unsubscribe(sub)
 
     async def watch_topic(
-        self, topic: str, after: int | None
+        self, topic: str, after: int | None, *, accepted: Accepted = _nothing
     ) -> AsyncIterator[TopicEvent | Heartbeat]:
-        """A topic's events after cursor `after` (all when None), live until cancelled."""
+        """A topic's events after cursor `after` (all when None), live until cancelled;
+        `accepted` is awaited once the watch is subscribed."""
         cursor = 0 if after is None else max(after, 0)
 
         async def read(cur: int, limit: int) -> tuple[list[TopicEvent], bool]:
@@ -133,6 +145,7 @@ class EventWatcher:
         feed = _Feed(read, _cursor, _never)
         sub = self._fanout.subscribe(topic_key(topic), cursor)
         try:
+            await accepted()
             backlog = await self._read_all(feed, cursor)
             async for item in self._follow(feed, sub, cursor, backlog):
                 yield item

@@ -34,7 +34,7 @@ DEFAULT_CALL_TIMEOUT_S = 10.0
 CLAIM_DEADLINE_MARGIN_S = 5.0
 _MAX_EXACT_INT = 2**53
 
-# Worker keepalive: within what the server allows (a ping at most every 10 s).
+# Worker keepalive: within the server's policy (a ping every 5 s or slower; docs/deploy.md).
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),

@@ -64,7 +64,18 @@ log = logging.getLogger("gyoza_grpc.worker")
 
 MAX_CLAIM = 100  # the server's bound on ClaimRunsRequest.max_runs
 MAX_CLAIM_WAIT = timedelta(seconds=60)
+# After a failed claim: the first pause, doubled after each failure in a row up to the most.
 CLAIM_RETRY_S = 1.0
+CLAIM_RETRY_MAX_S = 10.0
+# Claims refused for what the worker is, which trying again cannot change: a bad key, a key
+# of another role, a server without WorkerService. Any other failure is logged and retried.
+REFUSED_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 
 
 class WorkerError(Exception):
@@ -330,9 +341,13 @@ class Worker:
     async def _claim_loop(
         self, client: ServerClient, executor: Executor, heartbeat: Heartbeat
     ) -> None:
+        """Claims while the executor has room. A failed claim never ends the worker (unless
+        the server refuses it as such, REFUSED_CODES): it is logged, the loop backs off, and
+        the runs the server may have assigned all the same are reconciled before the next."""
+        delay_s = CLAIM_RETRY_S
         while True:
             if self._needs_reconcile:
-                await self._reconcile(client, executor, "a report was lost")
+                await self._reconcile(client, executor, "a report or a claim answer was lost")
             if self._engine_watch is not None:
                 await self._engine_watch.wait_ready()
             room = await executor.wait_for_room()
@@ -340,16 +355,21 @@ class Worker:
                 claims = await client.claim(self.worker_id, min(room, MAX_CLAIM), self.claim_wait_s)
             except grpc.aio.AioRpcError as err:
                 code = err.code()
+                if code in REFUSED_CODES:
+                    raise
                 if code == grpc.StatusCode.FAILED_PRECONDITION:  # evicted or not registered
                     log.warning("claim refused (%s); heartbeating to re-register", describe(err))
                     heartbeat.poke()
-                elif code in AMBIGUOUS_CODES:  # the server may have assigned runs all the same
-                    log.warning("claim failed (%s); again in %gs", describe(err), CLAIM_RETRY_S)
-                    self._needs_reconcile = True
                 else:
-                    raise
-                await asyncio.sleep(CLAIM_RETRY_S)
+                    # UNAVAILABLE, a deadline, an answer this channel would not take
+                    # (RESOURCE_EXHAUSTED), a server error: runs may have been assigned.
+                    level = logging.WARNING if code in AMBIGUOUS_CODES else logging.ERROR
+                    log.log(level, "claim failed (%s); again in %gs", describe(err), delay_s)
+                    self._needs_reconcile = True
+                await asyncio.sleep(delay_s)
+                delay_s = min(2 * delay_s, CLAIM_RETRY_MAX_S)
                 continue
+            delay_s = CLAIM_RETRY_S
             for claim in claims:
                 executor.submit(claim)
 

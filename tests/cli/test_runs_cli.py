@@ -7,10 +7,13 @@ import json
 import os
 from pathlib import Path
 
+import grpc
 from google.protobuf import json_format
 
-from gyoza.v1 import runs_pb2
+from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza_grpc.domain.limits import Limits
 from tests.cli.conftest import CliServer, cli
+from tests.conftest import launch
 from tests.service.helpers import add, as_dict, create, get
 
 S = runs_pb2
@@ -186,3 +189,22 @@ async def test_what_no_request_can_carry_is_a_usage_error_not_a_traceback(
         assert (got.code, got.out) == (2, ""), (args, got)
         assert "Traceback" not in got.err and expected in got.err, (args, got.err)
     assert srv.recorder.calls == []
+
+
+async def test_events_with_a_limit_read_on_past_a_page_cut_by_the_budget(sqlite_url: str) -> None:
+    """`runs events --limit N` gives N events although the server ends each page early at its
+    response budget (here about 4 KiB: a few 1 KB events a page)."""
+    gs = await launch(sqlite_url, limits=Limits(max_response_bytes=4 * 1024))
+    try:
+        async with grpc.aio.insecure_channel(gs.target) as channel:
+            runs = runs_pb2_grpc.RunServiceStub(channel)
+            run = await create(runs)
+            for i in range(12):
+                await add(runs, run.id, S.EVENT_TYPE_INFO, msg=f"{i}", payload={"b": "x" * 1000})
+        got = await cli(gs.target, "runs", "events", run.id, "--limit", "10", "--json")
+        assert got.code == 0, got.err
+        assert [json.loads(line)["seq"] for line in got.out.splitlines()] == [
+            str(i) for i in range(10)
+        ]
+    finally:
+        await gs.stop(0)

@@ -3,7 +3,7 @@ to stop, and which registrations are refused."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +17,9 @@ from gyoza_grpc.domain.workers import (
     RunView,
     StopOrder,
     may_stop_holder,
+    outage_credit,
     stop_orders,
+    sweep_interval,
     validate_registration,
 )
 
@@ -183,6 +185,31 @@ def test_validate_registration_refuses(
     assert [v.field for v in err.violations] == fields
     for f in fields:
         assert f in err.message
+
+
+# -- the lease clock -----------------------------------------------------------------------------
+
+S = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("requested", "lease", "interval"),
+    [(5 * S, 30 * S, 5 * S), (5 * S, 4 * S, 1 * S), (0.1 * S, 1 * S, 0.1 * S)],
+)
+def test_sweeps_come_at_least_four_times_a_lease(
+    requested: timedelta, lease: timedelta, interval: timedelta
+) -> None:
+    assert sweep_interval(requested, lease) == interval
+
+
+@pytest.mark.parametrize(
+    ("gap", "credit"),
+    [(1 * S, 0 * S), (15 * S, 0 * S), (16 * S, 16 * S), (600 * S, 600 * S)],
+)
+def test_only_a_gap_of_more_than_half_a_lease_is_an_outage(
+    gap: timedelta, credit: timedelta
+) -> None:
+    assert outage_credit(gap, 30 * S) == credit
 
 
 def _event(type_: EventType, state: RunState) -> Event:

@@ -316,7 +316,9 @@ class ListDefinitionsResponse(_message.Message):
     """More definitions exist after the last one returned."""
     @_builtins.property
     def definitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Definition]:
-        """The latest version of each definition, by name (byte order)."""
+        """The latest version of each definition, by name (byte order); fewer than
+        `limit` when they would pass the server's response budget.
+        """
 
     def __init__(
         self,

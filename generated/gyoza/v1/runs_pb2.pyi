@@ -646,7 +646,9 @@ class ListRunsResponse(_message.Message):
     """More runs exist in the paging direction."""
     @_builtins.property
     def data(self) -> _containers.RepeatedCompositeFieldContainer[Global___Run]:
-        """Newest first."""
+        """Newest first. A page may hold fewer than `limit` runs when they would pass
+        the server's response budget (--max-response-bytes); `has_more` then says so.
+        """
 
     def __init__(
         self,
@@ -918,7 +920,9 @@ class ListEventsResponse(_message.Message):
     has_more: _builtins.bool
     """More events exist after the last one returned."""
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
+        """Fewer than `limit` when they would pass the server's response budget."""
+
     def __init__(
         self,
         *,
@@ -938,15 +942,19 @@ class ListAttemptsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
+    after: _builtins.int
+    """Only attempts numbered after this one; 0 means from the first."""
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
+        after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -957,16 +965,24 @@ class ListAttemptsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    has_more: _builtins.bool
+    """More attempts exist after the last one returned: the answer reached the
+    server's response budget (--max-response-bytes). Ask again with `after`.
+    """
     @_builtins.property
-    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+        """Oldest first."""
+
     def __init__(
         self,
         *,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "has_more", b"has_more"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

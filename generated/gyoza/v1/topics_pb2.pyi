@@ -174,7 +174,9 @@ class ListTopicEventsResponse(_message.Message):
     has_more: _builtins.bool
     """More events exist after the last one returned."""
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopicEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopicEvent]:
+        """Fewer than `limit` when they would pass the server's response budget."""
+
     def __init__(
         self,
         *,

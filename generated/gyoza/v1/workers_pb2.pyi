@@ -231,7 +231,11 @@ class HeartbeatRequest(_message.Message):
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldAttempt]:
-        """The attempts the worker is executing."""
+        """The attempts the worker holds: executing, or claimed and about to start.
+        An ASSIGNED attempt handed to the worker before its previous heartbeat
+        and not listed here goes back to PENDING (the claim answer never reached
+        it), with a new attempt not counted against max_attempts.
+        """
 
     def __init__(
         self,
@@ -387,7 +391,12 @@ class ClaimRunsResponse(_message.Message):
 
     CLAIMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___Claim]: ...
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___Claim]:
+        """At most max_runs; fewer when more would pass the server's response budget
+        (--max-response-bytes, under the 4 MiB clients receive by default): a run
+        that does not fit is left PENDING, never assigned unseen. One always fits.
+        """
+
     def __init__(
         self,
         *,
