@@ -55,6 +55,7 @@ class Wakeups:
         self.runs |= other.runs
         self.topics |= other.topics
         self.workers |= other.workers
+        self.stops |= other.stops
         self.claimable |= other.claimable
 
     def add_events(self, run: Run, events: Sequence[Event]) -> None:
