@@ -56,7 +56,7 @@ class Limits:
     max_payload_bytes: int = 64 * KIB
     # Events a run may hold before it accepts only lifecycle events (see the module doc).
     max_events_per_run: int = 10_000
-    # WatchEvents and WatchTopic streams open at once on one server process.
+    # WatchEvents, WatchTopic and WatchRuns streams open at once on one server process.
     max_watch_streams: int = 10_000
 
     def __post_init__(self) -> None:
