@@ -191,7 +191,7 @@ async def test_openapi_document_is_valid_and_lists_every_route(gateway: Gateway)
     }
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert served == documented | {("GET", "/openapi.json")}
-    assert len(documented) == len(ROUTES) == 12
+    assert len(documented) == len(ROUTES) == 18
 
 
 async def test_gateway_shutdown_ends_open_streams(tmp_path: Any) -> None:
