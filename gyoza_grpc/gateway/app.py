@@ -24,6 +24,7 @@ from aiohttp import web
 from gyoza.v1 import runs_pb2
 from gyoza_grpc.gateway import inbound
 from gyoza_grpc.gateway import responses as r
+from gyoza_grpc.gateway.dashboard import add_dashboard, ui_headers
 from gyoza_grpc.gateway.errors import HttpError, from_rpc
 from gyoza_grpc.gateway.openapi import ROUTES, Route, document
 from gyoza_grpc.gateway.runner import GatewayRunner
@@ -274,7 +275,7 @@ def make_app(
         merge_slashes=False,
         redirect_class=web.HTTPTemporaryRedirect,
     )
-    app = web.Application(middlewares=[slashes, json_errors])
+    app = web.Application(middlewares=[slashes, json_errors, ui_headers])
 
     async def upstream(app: web.Application) -> AsyncIterator[None]:
         ch = channel if channel is not None else grpc.aio.insecure_channel(target)
@@ -293,6 +294,7 @@ def make_app(
         handler = _route_handler(route, handlers[route.operation_id])
         app.router.add_route(route.method, route.path, handler, name=route.operation_id)
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)
+    add_dashboard(app)
     return app
 
 
