@@ -172,7 +172,7 @@ export function mount(root, ctx, runId) {
   function draw() {
     const r = s.run;
     render(
-      html`<p class="crumbs"><a href="/ui/">Runs</a> /</p>
+      html`<nav class="crumbs" aria-label="Breadcrumb"><a href="/ui/">Runs</a> /</nav>
         <div class="title-row">
           <h1>Run <code>${runId}</code></h1>
           ${r ? state(r.state) : nothing}
@@ -184,11 +184,11 @@ export function mount(root, ctx, runId) {
           ? html`${progress(r.progress, "Progress")}
             ${fields(r)}
             <div class="docs">
-              <section><h2>Inputs</h2><pre>${json(r.inputs)}</pre></section>
-              <section><h2>Outputs</h2><pre>${json(r.outputs)}</pre></section>
+              <section aria-labelledby="inputs-title"><h2 id="inputs-title">Inputs</h2><pre>${json(r.inputs)}</pre></section>
+              <section aria-labelledby="outputs-title"><h2 id="outputs-title">Outputs</h2><pre>${json(r.outputs)}</pre></section>
             </div>
-            <section>
-              <h2>Attempts</h2>
+            <section aria-labelledby="attempts-title">
+              <h2 id="attempts-title">Attempts</h2>
               <table class="attempts">
                 <thead><tr><th scope="col">Attempt</th><th scope="col">State</th><th scope="col">Progress</th>
                   <th scope="col">Worker</th><th scope="col">GPU</th><th scope="col">Started</th>
@@ -197,8 +197,8 @@ export function mount(root, ctx, runId) {
               </table>
             </section>`
           : nothing}
-        <section>
-          <h2>Timeline</h2>
+        <section aria-labelledby="timeline-title">
+          <h2 id="timeline-title">Timeline</h2>
           <table class="timeline">
             <thead><tr><th scope="col">Event</th><th scope="col">Time</th><th scope="col">Attempt</th>
               <th scope="col">Type</th><th scope="col">State</th><th scope="col">Details</th></tr></thead>
