@@ -350,3 +350,23 @@ async def test_the_create_run_form_shows_each_violation_beside_its_field(
     assert (got.op_definition, got.definition_version, got.priority) == ("resize", "1.2.0", 9)
     assert dict(got.inputs) == {"width": 640, "height": 480, "tags": ["a", "b"]}
     await screenshot(page, "definitions")
+
+
+async def test_the_list_pages_by_keyset(open_stack: Stack, page: Any) -> None:
+    s = open_stack
+    made = [await create(s, image=f"img-{i}") for i in range(53)]
+    await page.goto(f"{s.base}/ui/")
+    rows = page.get_by_role("table").get_by_role("row")
+    await expect(rows).to_have_count(51)  # the header and 50 runs, newest first
+    await expect(rows.nth(1).get_by_role("link")).to_have_text(made[-1].id)
+    pages = page.get_by_role("navigation", name="Pages")
+    await expect(pages.get_by_role("link", name="Newer")).to_have_count(0)
+    await pages.get_by_role("link", name="Older").click()
+    await page.wait_for_url(re.compile(r"starting_after="))
+    await expect(rows).to_have_count(4)
+    await expect(rows.nth(3).get_by_role("link")).to_have_text(made[0].id)
+    await expect(pages.get_by_role("link", name="Older")).to_have_count(0)
+    await pages.get_by_role("link", name="Newer").click()
+    await page.wait_for_url(re.compile(r"ending_before="))
+    await expect(rows).to_have_count(51)
+    await expect(rows.nth(1).get_by_role("link")).to_have_text(made[-1].id)
