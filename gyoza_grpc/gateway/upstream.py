@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gyoza.v1 import definitions_pb2, definitions_pb2_grpc, runs_pb2, runs_pb2_grpc
+from gyoza.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    definitions_pb2,
+    definitions_pb2_grpc,
+    runs_pb2,
+    runs_pb2_grpc,
+    workers_pb2,
+    workers_pb2_grpc,
+)
 
 Metadata = tuple[tuple[str, str], ...]
 # ListEvents answers at most this many events a call.
@@ -28,10 +37,14 @@ class Upstream:
     streams: set[grpc.aio.Call] = field(default_factory=set)
     runs: runs_pb2_grpc.RunServiceStub = field(init=False)
     definitions: definitions_pb2_grpc.DefinitionServiceStub = field(init=False)
+    workers: workers_pb2_grpc.WorkerServiceStub = field(init=False)
+    access: access_pb2_grpc.AccessServiceStub = field(init=False)
 
     def __post_init__(self) -> None:
         self.runs = runs_pb2_grpc.RunServiceStub(self.channel)
         self.definitions = definitions_pb2_grpc.DefinitionServiceStub(self.channel)
+        self.workers = workers_pb2_grpc.WorkerServiceStub(self.channel)
+        self.access = access_pb2_grpc.AccessServiceStub(self.channel)
 
     def calls(self, metadata: Metadata) -> Calls:
         return Calls(self, metadata)
@@ -58,8 +71,10 @@ class Calls:
         resp: runs_pb2.GetRunResponse = await self.up.runs.GetRun(req, **self._opts)
         return resp.run
 
-    async def list_runs(self, req: runs_pb2.ListRunsRequest) -> runs_pb2.ListRunsResponse:
-        req.view = runs_pb2.RUN_VIEW_FULL
+    async def list_runs(
+        self, req: runs_pb2.ListRunsRequest, *, with_events: bool = True
+    ) -> runs_pb2.ListRunsResponse:
+        req.view = runs_pb2.RUN_VIEW_FULL if with_events else runs_pb2.RUN_VIEW_BASIC
         resp: runs_pb2.ListRunsResponse = await self.up.runs.ListRuns(req, **self._opts)
         return resp
 
@@ -122,7 +137,13 @@ class Calls:
         req = runs_pb2.WatchEventsRequest(run_id=run_id)
         if after is not None:
             req.after = after
-        call: grpc.aio.UnaryStreamCall = self.up.runs.WatchEvents(req, metadata=self.metadata)
+        return self._stream(self.up.runs.WatchEvents(req, metadata=self.metadata))
+
+    def watch_runs(self, req: runs_pb2.WatchRunsRequest) -> grpc.aio.UnaryStreamCall:
+        """The WatchRuns stream (no deadline), cancelled with the others at shutdown."""
+        return self._stream(self.up.runs.WatchRuns(req, metadata=self.metadata))
+
+    def _stream(self, call: grpc.aio.UnaryStreamCall) -> grpc.aio.UnaryStreamCall:
         self.up.streams.add(call)
         call.add_done_callback(lambda _: self.up.streams.discard(call))
         return call
@@ -144,3 +165,36 @@ class Calls:
     ) -> runs_pb2.Run:
         resp = await self.up.definitions.CreateRunFromDefinition(req, **self._opts)
         return await self.with_events(resp.run)
+
+    async def list_definitions(
+        self, limit: int, starting_after: str
+    ) -> definitions_pb2.ListDefinitionsResponse:
+        req = definitions_pb2.ListDefinitionsRequest(limit=limit, starting_after=starting_after)
+        resp: definitions_pb2.ListDefinitionsResponse = await self.up.definitions.ListDefinitions(
+            req, **self._opts
+        )
+        return resp
+
+    async def list_definition_versions(
+        self, name: str
+    ) -> definitions_pb2.ListDefinitionVersionsResponse:
+        req = definitions_pb2.ListDefinitionVersionsRequest(name=name)
+        resp: definitions_pb2.ListDefinitionVersionsResponse = (
+            await self.up.definitions.ListDefinitionVersions(req, **self._opts)
+        )
+        return resp
+
+    async def list_workers(self) -> workers_pb2.ListWorkersResponse:
+        req = workers_pb2.ListWorkersRequest()
+        resp: workers_pb2.ListWorkersResponse = await self.up.workers.ListWorkers(req, **self._opts)
+        return resp
+
+    async def get_worker(self, worker_id: str) -> workers_pb2.Worker:
+        req = workers_pb2.GetWorkerRequest(worker_id=worker_id)
+        resp: workers_pb2.GetWorkerResponse = await self.up.workers.GetWorker(req, **self._opts)
+        return resp.worker
+
+    async def get_caller(self) -> access_pb2.GetCallerResponse:
+        req = access_pb2.GetCallerRequest()
+        resp: access_pb2.GetCallerResponse = await self.up.access.GetCaller(req, **self._opts)
+        return resp
