@@ -191,9 +191,7 @@ async def start_server(
 
     replica_id = new_replica_id()
     transactions = open_transactions(engines, origin=replica_id)
-    store = RunStore(
-        transactions, clock=clock, on_events=on_events, on_created=on_created
-    )
+    store = RunStore(transactions, clock=clock, on_events=on_events, on_created=on_created)
     worker_store = WorkerStore(store)
     wakeup = None
     if engines.postgres is not None:
@@ -221,7 +219,7 @@ async def start_server(
         # before anything else looks at the call.
         interceptors = [access_log, AuthInterceptor(config.api_keys), decode_errors]
         server = grpc.aio.server(options=options, interceptors=interceptors)
-        services: grpc.aio.Server = server
+        services: grpc.aio.Server | WrappingServer = server
     else:
         # Nothing depends on the call: each handler is wrapped once, as it is added.
         server = grpc.aio.server(options=options)
