@@ -12,7 +12,7 @@ back the ASSIGNED attempts its worker no longer reports (`_unreported`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -37,6 +37,7 @@ from gyoza_grpc.domain.workers import (
     stop_orders,
 )
 from gyoza_grpc.store.run_store import RunStore
+from gyoza_grpc.store.sqlite_direct import mappings
 from gyoza_grpc.store.tables import attempts, lease_clock, runs, workers
 from gyoza_grpc.store.transactions import Tx
 
@@ -76,20 +77,20 @@ class WorkerDetail:
     held: list[HeldAttempt]
 
 
-def _worker_from_row(row: Any) -> Worker:
+def _worker_from_row(row: Mapping[str, Any]) -> Worker:
     return Worker(
-        worker_id=row.worker_id,
-        state=WorkerState(row.state),
+        worker_id=row["worker_id"],
+        state=WorkerState(row["state"]),
         resources=Capacity(
-            cpu=row.cpu,
-            ram_mb=row.ram_mb,
-            gpus=tuple(Gpu(g["gpu_id"], g["vram_mb"]) for g in json.loads(row.gpus)),
+            cpu=row["cpu"],
+            ram_mb=row["ram_mb"],
+            gpus=tuple(Gpu(g["gpu_id"], g["vram_mb"]) for g in json.loads(row["gpus"])),
         ),
-        tags=tuple(json.loads(row.tags)),
-        registered_at=from_us(row.registered_at),
-        last_heartbeat=from_us(row.last_heartbeat),
-        lease_expires_at=from_us(row.lease_expires_at),
-        not_ready_reason=row.not_ready_reason,
+        tags=tuple(json.loads(row["tags"])),
+        registered_at=from_us(row["registered_at"]),
+        last_heartbeat=from_us(row["last_heartbeat"]),
+        lease_expires_at=from_us(row["lease_expires_at"]),
+        not_ready_reason=row["not_ready_reason"],
     )
 
 
@@ -203,7 +204,7 @@ class WorkerStore:
         def check(tx: Tx) -> datetime | None:
             now_us = to_us(self.now)
             _check_lease(_lock_worker(tx.conn, worker_id, lock=False), from_us(now_us))
-            if tx.conn.execute(_ANY_CLAIMABLE, {"b_now": now_us}).first() is not None:
+            if mappings(tx.conn, _ANY_CLAIMABLE, {"b_now": now_us}):
                 return None
             return _next_due(tx.conn, now_us)
 
@@ -346,6 +347,7 @@ class WorkerStore:
 # -- queries ---------------------------------------------------------------------------------
 
 _WORKER = sa.select(workers).where(workers.c.worker_id == sa.bindparam("b_worker_id"))
+_LOCK_WORKER = _WORKER.with_for_update()
 _WORKER_STATE = (
     sa.select(workers.c.state, workers.c.last_heartbeat)
     .where(workers.c.worker_id == sa.bindparam("b_worker_id"))
@@ -378,11 +380,10 @@ def _run_views(conn: Connection, run_ids: list[str]) -> dict[str, RunView]:
 
 def _lock_worker(conn: Connection, worker_id: str, *, lock: bool) -> Worker:
     """The registered worker (its row locked when asked)."""
-    stmt = _WORKER.with_for_update() if lock else _WORKER
-    row = conn.execute(stmt, {"b_worker_id": worker_id}).first()
-    if row is None:
+    found = mappings(conn, _LOCK_WORKER if lock else _WORKER, {"b_worker_id": worker_id})
+    if not found:
         raise _not_registered(worker_id)
-    return _worker_from_row(row)
+    return _worker_from_row(found[0])
 
 
 def _check_lease(worker: Worker, now: datetime) -> None:
@@ -442,26 +443,72 @@ def _tick(conn: Connection, now: datetime, lease: timedelta) -> timedelta:
     return credit
 
 
-def _held(conn: Connection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
-    stmt = (
-        sa.select(
-            runs.c.id,
-            runs.c.cpu,
-            runs.c.ram_mb,
-            runs.c.vram_mb,
-            attempts.c.attempt,
-            attempts.c.gpu_id,
-        )
-        .join(attempts, attempts.c.run_id == runs.c.id)
-        .where(attempts.c.worker_id == worker_id, attempts.c.state.in_(_HOLDING))
-        .order_by(runs.c.id)
+_HELD = (
+    sa.select(
+        runs.c.id,
+        runs.c.cpu,
+        runs.c.ram_mb,
+        runs.c.vram_mb,
+        attempts.c.attempt,
+        attempts.c.gpu_id,
     )
+    .join(attempts, attempts.c.run_id == runs.c.id)
+    .where(
+        attempts.c.worker_id == sa.bindparam("b_worker_id"),
+        # Not IN (...): an expanding parameter cannot be compiled once (sqlite_direct).
+        sa.or_(*(attempts.c.state == state for state in _HOLDING)),
+    )
+    .order_by(runs.c.id)
+)
+_CANDIDATE_COLUMNS = sa.select(
+    runs.c.id,
+    runs.c.priority,
+    runs.c.created_at,
+    runs.c.cpu,
+    runs.c.ram_mb,
+    runs.c.vram_mb,
+    runs.c.gpu_id,
+).where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= sa.bindparam("b_now"))
+
+
+def _candidate_window(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    return (
+        stmt.order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.id)
+        .limit(sa.bindparam("b_limit"))
+        .with_for_update(skip_locked=True)
+    )
+
+
+# The first window, and the windows after a (priority, created_at, id) key.
+_CANDIDATES = _candidate_window(_CANDIDATE_COLUMNS)
+_CANDIDATES_AFTER = _candidate_window(
+    _CANDIDATE_COLUMNS.where(
+        sa.or_(
+            runs.c.priority < sa.bindparam("b_prio"),
+            sa.and_(
+                runs.c.priority == sa.bindparam("b_prio"),
+                runs.c.created_at > sa.bindparam("b_created"),
+            ),
+            sa.and_(
+                runs.c.priority == sa.bindparam("b_prio"),
+                runs.c.created_at == sa.bindparam("b_created"),
+                runs.c.id > sa.bindparam("b_id"),
+            ),
+        )
+    )
+)
+_NEXT_DUE = sa.select(sa.func.min(runs.c.next_attempt_at).label("due")).where(
+    runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at > sa.bindparam("b_now")
+)
+
+
+def _held(conn: Connection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
     return [
         (
-            Held(Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb), r.gpu_id),
-            HeldAttempt(r.id, r.attempt),
+            Held(Constraints(cpu=r["cpu"], ram_mb=r["ram_mb"], vram_mb=r["vram_mb"]), r["gpu_id"]),
+            HeldAttempt(r["id"], r["attempt"]),
         )
-        for r in conn.execute(stmt)
+        for r in mappings(conn, _HELD, {"b_worker_id": worker_id})
     ]
 
 
@@ -470,49 +517,29 @@ def _candidates(
 ) -> list[tuple[str, tuple[int, int, str], Constraints]]:
     """Claimable PENDING runs, highest priority then oldest first, locked (skipping rows
     another claim holds), with the constraints that decide whether they fit."""
-    stmt = sa.select(
-        runs.c.id,
-        runs.c.priority,
-        runs.c.created_at,
-        runs.c.cpu,
-        runs.c.ram_mb,
-        runs.c.vram_mb,
-        runs.c.gpu_id,
-    ).where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us)
-    if after is not None:
+    if after is None:
+        found = mappings(conn, _CANDIDATES, {"b_now": now_us, "b_limit": window})
+    else:
         prio, created, rid = after
-        stmt = stmt.where(
-            sa.or_(
-                runs.c.priority < prio,
-                sa.and_(runs.c.priority == prio, runs.c.created_at > created),
-                sa.and_(runs.c.priority == prio, runs.c.created_at == created, runs.c.id > rid),
-            )
-        )
-    stmt = (
-        stmt.order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.id)
-        .limit(window)
-        .with_for_update(skip_locked=True)
-    )
+        params = {"b_now": now_us, "b_limit": window, "b_prio": prio, "b_created": created}
+        found = mappings(conn, _CANDIDATES_AFTER, {**params, "b_id": rid})
     return [
         (
-            r.id,
-            (r.priority, r.created_at, r.id),
-            Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb, gpu_id=r.gpu_id),
+            r["id"],
+            (r["priority"], r["created_at"], r["id"]),
+            Constraints(cpu=r["cpu"], ram_mb=r["ram_mb"], vram_mb=r["vram_mb"], gpu_id=r["gpu_id"]),
         )
-        for r in conn.execute(stmt)
+        for r in found
     ]
 
 
 def _next_due(conn: Connection, now_us: int) -> datetime | None:
-    stmt = sa.select(sa.func.min(runs.c.next_attempt_at)).where(
-        runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at > now_us
-    )
-    due = conn.execute(stmt).scalar()
+    due = mappings(conn, _NEXT_DUE, {"b_now": now_us})[0]["due"]
     return None if due is None else from_us(due)
 
 
 def _detail(conn: Connection, row: Any) -> WorkerDetail:
-    worker = _worker_from_row(row)
+    worker = _worker_from_row(row._mapping)
     held = _held(conn, worker.worker_id)
     return WorkerDetail(
         worker=worker,
