@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -22,7 +22,6 @@ import grpc
 from google.protobuf.message import Message
 
 from gyoza.v1 import definitions_pb2_grpc, runs_pb2_grpc, topics_pb2_grpc, workers_pb2_grpc
-from gyoza_grpc.channel import open_channel
 from gyoza_grpc.client.config import Settings
 from gyoza_grpc.client.errors import from_rpc_error
 from gyoza_grpc.client.watching import Resumable, follow
@@ -43,6 +42,19 @@ class Stubs:
     topics: topics_pb2_grpc.TopicServiceAsyncStub
     definitions: definitions_pb2_grpc.DefinitionServiceAsyncStub
     workers: workers_pb2_grpc.WorkerServiceAsyncStub
+
+
+def open_channel(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to `target`: TLS with `credentials`, else plaintext. The API key
+    is no business of the channel: each call carries it in its metadata."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 class _Channel:
