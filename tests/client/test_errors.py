@@ -29,6 +29,7 @@ from gyoza_grpc.client import (
     Unknown,
     status_code,
 )
+from gyoza_grpc.client.errors import sent_reason
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.domain.errors import ERRORS_BY_CODE
 from tests.client.conftest import Either
@@ -90,6 +91,7 @@ async def test_the_table_both_ways_over_the_wire(kind: str, scripted: str, code:
     expected = [FieldViolation("constraints.cpu", "must be >= 0, got -1")]
     assert list(err.violations) == (expected if code == "INVALID_ARGUMENT" else [])
     assert isinstance(err.__cause__, grpc.aio.AioRpcError)  # the raw error stays reachable
+    assert sent_reason(err) == f"{code}_REASON"
 
 
 async def test_a_status_without_details_and_a_deadline(kind: str, scripted: str) -> None:
@@ -98,6 +100,7 @@ async def test_a_status_without_details_and_a_deadline(kind: str, scripted: str)
             await client.call("get_run", "BARE")
         assert (bare.value.message, bare.value.reason) == ("no details at all", "NOT_FOUND")
         assert (bare.value.metadata, bare.value.violations) == ({}, ())
+        assert sent_reason(bare.value) is None  # the reason above is only the class's
         with pytest.raises(DeadlineExceeded):
             await client.call("get_run", "SLOW")
         with pytest.raises(DeadlineExceeded):  # a call's own deadline wins over the client's
