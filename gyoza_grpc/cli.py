@@ -247,7 +247,7 @@ _LIMIT_FLAGS = (
     ("--max-events-per-run", "max_events_per_run", "GYOZA_MAX_EVENTS_PER_RUN",
      "events a run holds before it takes only lifecycle events"),
     ("--max-watch-streams", "max_watch_streams", "GYOZA_MAX_WATCH_STREAMS",
-     "WatchEvents and WatchTopic streams open at once"),
+     "WatchEvents, WatchTopic and WatchRuns streams open at once"),
     ("--max-response-bytes", "max_response_bytes", "GYOZA_MAX_RESPONSE_BYTES",
      "largest claim answer or list page: fewer runs are claimed, a page ends early "
      "with has_more; keep it under the clients' receive limit (4 MiB by default)"),

@@ -14,6 +14,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gyoza.v1 import (
+    access_pb2,
+    access_pb2_grpc,
     definitions_pb2,
     definitions_pb2_grpc,
     runs_pb2,
@@ -24,6 +26,7 @@ from gyoza.v1 import (
     workers_pb2_grpc,
 )
 from gyoza_grpc.api import reflection
+from gyoza_grpc.api.access import AccessServicer
 from gyoza_grpc.api.access_log import AccessLogInterceptor
 from gyoza_grpc.api.auth import AuthInterceptor, log_access
 from gyoza_grpc.api.decoding import DecodeErrorInterceptor
@@ -50,6 +53,8 @@ from gyoza_grpc.store.stats_store import StatsStore
 from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut
 from gyoza_grpc.streams.pg_wakeup import PgWakeup, new_replica_id
+from gyoza_grpc.streams.run_feed import RunFeed
+from gyoza_grpc.streams.run_feed_replicas import ReplicaRunChanges
 from gyoza_grpc.streams.stop_signal import StopSignal
 from gyoza_grpc.streams.watch import EventWatcher
 from gyoza_grpc.streams.watch_slots import WatchSlots
@@ -63,6 +68,7 @@ SERVICE_NAMES = (
     topics_pb2.DESCRIPTOR.services_by_name["TopicService"].full_name,
     workers_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     definitions_pb2.DESCRIPTOR.services_by_name["DefinitionService"].full_name,
+    access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
 )
 
 # Keepalive (docs/deploy.md). The server pings a connection idle for 60 s, with or without
@@ -93,6 +99,7 @@ class GyozaServer:
     engines: Engines
     store: RunStore
     fanout: FanOut
+    run_feed: RunFeed
     health: HealthServicer
     config: ServerConfig
     workers: WorkerStore
@@ -120,6 +127,7 @@ class GyozaServer:
         self._stopped = True
         await self.health.enter_graceful_shutdown()  # ends the Health/Watch streams too
         self.fanout.close()
+        self.run_feed.close()
         self.work_signal.close()
         self.stop_signal.close()
         tasks = [self.sweeper, *self.background]
@@ -160,28 +168,38 @@ async def start_server(
         await engines.dispose()
         raise
     fanout = FanOut()
+    run_feed = RunFeed()
     work_signal = WorkSignal()
     stop_signal = StopSignal()
     metrics = ServerMetrics(clock=clock) if config.metrics_port is not None else None
+    run_changes: ReplicaRunChanges | None = None
 
     def on_events(run: Run, events: Sequence[Event], published: Sequence[TopicEvent]) -> None:
         fanout.publish(run, events, published)
+        run_feed.publish(run)
         work_signal.on_events(run, events, published)
         stop_signal.on_events(run, events, published)
         if metrics is not None:
             metrics.on_events(run, events)
+
+    def on_created(run: Run) -> None:
+        work_signal.on_created(run)
+        run_feed.publish(run)
+        if run_changes is not None:
+            run_changes.note_created(run)
 
     replica_id = new_replica_id()
     store = RunStore(
         engines,
         clock=clock,
         on_events=on_events,
-        on_created=work_signal.on_created,
+        on_created=on_created,
         wakeup_origin=replica_id,
     )
     worker_store = WorkerStore(store)
     wakeup = None
     if not engines.is_sqlite:
+        run_changes = ReplicaRunChanges(run_feed, store)
         wakeup = PgWakeup.for_engine(
             engines.read,
             replica_id=replica_id,
@@ -191,6 +209,7 @@ async def start_server(
             work_signal=work_signal,
             stop_signal=stop_signal,
             catchup_s=config.catchup_interval_s,
+            run_changes=run_changes,
         )
     watcher = EventWatcher(store, fanout, heartbeat_s=config.watch_heartbeat_s, clock=clock)
 
@@ -213,7 +232,16 @@ async def start_server(
         )
     slots = WatchSlots(limits.max_watch_streams)
     runs_pb2_grpc.add_RunServiceServicer_to_server(
-        RunServicer(store, watcher, clock=clock, limits=limits, watch_slots=slots), services
+        RunServicer(
+            store,
+            watcher,
+            clock=clock,
+            limits=limits,
+            watch_slots=slots,
+            run_feed=run_feed,
+            heartbeat_s=config.watch_heartbeat_s,
+        ),
+        services,
     )
     topics_pb2_grpc.add_TopicServiceServicer_to_server(
         TopicServicer(store, watcher, watch_slots=slots, limits=limits), services
@@ -234,6 +262,7 @@ async def start_server(
         ),
         services,
     )
+    access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(config.api_keys), services)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     if config.reflection:
@@ -281,6 +310,7 @@ async def start_server(
         engines=engines,
         store=store,
         fanout=fanout,
+        run_feed=run_feed,
         health=health_servicer,
         config=config,
         workers=worker_store,

@@ -2,8 +2,8 @@
 # Builds the container images the docker tests and bench/containers.py run, on the engine
 # that `docker` reaches (DOCKER_HOST or the local socket). No registry is needed: each image is
 # the host's static busybox (Debian's busybox-static) plus one op script, imported as a
-# filesystem tarball, tagged gyoza-test/NAME:1. Images already present are kept (idempotent;
-# --force rebuilds them).
+# filesystem tarball, tagged gyoza-test/NAME:1. An image already present with the same op script
+# (its label gyoza.test-image-op) is kept (idempotent; --force rebuilds them all).
 #
 # --python also makes gyoza-test/python:1, a minimal Debian with python3 (debootstrap from the
 # archive apt uses; a few minutes, about 140 MB), the base the example op's Dockerfile is built
@@ -83,8 +83,8 @@ EOF
       cat <<EOF
 $helpers
 mb=\$(j mb); mb=\${mb:-200}
-dd if=/dev/zero of=/dev/null bs=\${mb}M count=1 2>&1 >&2
-echo '{"allocated_mb": '"\$mb"'}'
+# The op itself holds the buffer (exec): an OOM kill ends the op, as it would a real one.
+exec dd if=/dev/zero of=/dev/null bs=\${mb}M count=1
 EOF
       ;;
     env)
@@ -132,13 +132,16 @@ echo 'root:x:0:0:root:/:/bin/sh' >"$root/etc/passwd"
 built=0
 for name in "${names[@]}"; do
   image=$PREFIX/$name:$TAG
-  if ! $force && docker image inspect "$image" >/dev/null 2>&1; then
+  op_script "$name" >"$root/op"
+  # An image is kept only while it holds this script's op (a changed op is rebuilt).
+  digest=$(sha256sum "$root/op" | cut -c1-16)
+  label='{{ index .Config.Labels "gyoza.test-image-op" }}'
+  if ! $force && [[ $(docker image inspect -f "$label" "$image" 2>/dev/null) == "$digest" ]]; then
     continue
   fi
-  op_script "$name" >"$root/op"
   tar -C "$root" -c . | docker import \
     -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh", "/op"]' -c "LABEL gyoza.test-image=$name" \
-    - "$image" >/dev/null
+    -c "LABEL gyoza.test-image-op=$digest" - "$image" >/dev/null
   built=$((built + 1))
 done
 if $python && { $force || ! docker image inspect "$PREFIX/python:$TAG" >/dev/null 2>&1; }; then

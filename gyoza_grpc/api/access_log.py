@@ -42,7 +42,13 @@ UNKNOWN_METHOD = "/unknown"
 # Request fields worth a log line's attention; `id` is a run id in RunService only.
 _FIELDS = ("run_id", "topic", "worker_id")
 _RUN_SERVICE = "/gyoza.v1.RunService/"
-_WATCHES = frozenset(("/gyoza.v1.RunService/WatchEvents", "/gyoza.v1.TopicService/WatchTopic"))
+_WATCHES = frozenset(
+    (
+        "/gyoza.v1.RunService/WatchEvents",
+        "/gyoza.v1.RunService/WatchRuns",
+        "/gyoza.v1.TopicService/WatchTopic",
+    )
+)
 _CODE_NAMES: dict[Any, str] = {c: c.name for c in grpc.StatusCode}
 _CODE_NAMES.update({c.value[0]: c.name for c in grpc.StatusCode})
 

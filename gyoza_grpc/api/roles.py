@@ -8,6 +8,8 @@
   GetWorker (what the server says it holds, read only) and ReleaseRun (hand back an ASSIGNED
   attempt that worker holds and never started). Not UpdateRun: a worker key cannot edit any
   run it likes. A name here that the descriptors do not have fails at import.
+- every role: AccessService.GetCaller, which tells a key what it may do (the dashboard asks
+  it to offer only the actions the server would accept).
 
 The health check and server reflection stay open: load balancers and grpcurl need no key.
 """
@@ -18,7 +20,7 @@ from collections.abc import Iterable
 
 from google.protobuf.descriptor import ServiceDescriptor
 
-from gyoza.v1 import definitions_pb2, runs_pb2, topics_pb2, workers_pb2
+from gyoza.v1 import access_pb2, definitions_pb2, runs_pb2, topics_pb2, workers_pb2
 from gyoza_grpc.domain.access import Role
 
 GYOZA_SERVICES: tuple[ServiceDescriptor, ...] = (
@@ -26,6 +28,7 @@ GYOZA_SERVICES: tuple[ServiceDescriptor, ...] = (
     topics_pb2.DESCRIPTOR.services_by_name["TopicService"],
     workers_pb2.DESCRIPTOR.services_by_name["WorkerService"],
     definitions_pb2.DESCRIPTOR.services_by_name["DefinitionService"],
+    access_pb2.DESCRIPTOR.services_by_name["AccessService"],
 )
 OPEN_SERVICES = frozenset(
     {
@@ -50,13 +53,15 @@ def _named(service: ServiceDescriptor, *names: str) -> frozenset[str]:
     return frozenset(method_path(service, name) for name in names)  # KeyError if renamed
 
 
-_RUNS, _TOPICS, _WORKERS, _DEFINITIONS = GYOZA_SERVICES
+_RUNS, _TOPICS, _WORKERS, _DEFINITIONS, _ACCESS = GYOZA_SERVICES
 
 ALL_METHODS = _all(GYOZA_SERVICES)
 READER_METHODS = frozenset(m for m in ALL_METHODS if m.rsplit("/", 1)[1].startswith(READ_PREFIXES))
-WORKER_METHODS = _named(
-    _WORKERS, "Heartbeat", "ClaimRuns", "ReleaseRun", "GetWorker", "WaitForStopOrders"
-) | _named(_RUNS, "AddEvent", "GetRun", "ListEvents", "WatchEvents")
+WORKER_METHODS = (
+    _named(_WORKERS, "Heartbeat", "ClaimRuns", "ReleaseRun", "GetWorker", "WaitForStopOrders")
+    | _named(_RUNS, "AddEvent", "GetRun", "ListEvents", "WatchEvents")
+    | _named(_ACCESS, "GetCaller")
+)
 
 ALLOWED: dict[Role, frozenset[str]] = {
     Role.ADMIN: ALL_METHODS,

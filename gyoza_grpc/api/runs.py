@@ -14,6 +14,7 @@ from gyoza_grpc.api import convert
 from gyoza_grpc.api.errors import streaming, unary
 from gyoza_grpc.api.response_budget import ResponseBudget, fill_within
 from gyoza_grpc.api.run_replies import RunReplies
+from gyoza_grpc.config import DEFAULT_HEARTBEAT_S
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import FieldViolation, InvalidArgument
@@ -21,6 +22,7 @@ from gyoza_grpc.domain.limits import DEFAULT_LIMITS, Limits, check_payload
 from gyoza_grpc.domain.model import JSON, Event, EventType, RunState
 from gyoza_grpc.domain.runs import new_run, spec_fingerprint
 from gyoza_grpc.store.run_store import RunQuery, RunStore
+from gyoza_grpc.streams.run_feed import Quiet, Resync, RunFeed, RunFilter, follow
 from gyoza_grpc.streams.watch import EventWatcher, Heartbeat
 from gyoza_grpc.streams.watch_slots import WatchSlots
 
@@ -123,9 +125,13 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         clock: Clock = utc_now,
         limits: Limits = DEFAULT_LIMITS,
         watch_slots: WatchSlots | None = None,
+        run_feed: RunFeed | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
         self._store = store
         self._watcher = watcher
+        self._run_feed = run_feed if run_feed is not None else RunFeed()
+        self._heartbeat_s = heartbeat_s
         self._clock = clock
         self._limits = limits
         self._max_events = limits.max_events_per_run
@@ -196,6 +202,10 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                 max_events=self._max_events,
             ),
         )
+        if not t.events:
+            # An edit without events (priority, outputs) is no store notification: the
+            # runs feed hears of it here (on this server only).
+            self._run_feed.publish(t.run)
         out = runs_pb2.UpdateRunResponse()
         convert.fill_run(out.run, t.run)
         return out
@@ -319,3 +329,29 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
                     )
                 else:
                     yield wire.get(("run", item.run_id, item.seq), _event_response, item)
+
+    @streaming
+    async def WatchRuns(self, request: runs_pb2.WatchRunsRequest, context: Context) -> Any:
+        run_filter = RunFilter(
+            op_definition=convert.text(request.op_definition, "op_definition"),
+            image=convert.text(request.image, "image"),
+            topic=convert.text(request.topic, "topic"),
+        )
+        with self._slots.held(context):
+            watch = self._run_feed.subscribe(run_filter)
+            # Subscribed: the headers tell the client that it may list the runs now.
+            await context.send_initial_metadata(())
+            items = follow(self._run_feed, watch, heartbeat_s=self._heartbeat_s, clock=self._clock)
+            async for item in items:
+                if isinstance(item, Quiet):
+                    yield runs_pb2.WatchRunsResponse(
+                        heartbeat=runs_pb2.RunsHeartbeat(
+                            server_time=convert.now_pb(item.server_time)
+                        )
+                    )
+                elif isinstance(item, Resync):
+                    yield runs_pb2.WatchRunsResponse(resync=runs_pb2.RunsResync(reason=item.reason))
+                else:
+                    out = runs_pb2.WatchRunsResponse()
+                    convert.fill_run(out.run, item)
+                    yield out

@@ -1,6 +1,7 @@
-"""`AsyncClient`: every call of gyoza-grpc's four services, for asyncio code.
+"""`AsyncClient`: every call of gyoza-grpc's five services, for asyncio code.
 
-The calls themselves live with their service (`runs`, `topics`, `definitions`, `workers`);
+The calls themselves live with their service (`runs`, `topics`, `definitions`, `workers`,
+`access`);
 this class gathers them over one `Transport` and owns the channel's life.
 """
 
@@ -14,7 +15,14 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from gyoza.v1 import definitions_pb2_grpc, runs_pb2_grpc, topics_pb2_grpc, workers_pb2_grpc
+from gyoza.v1 import (
+    access_pb2_grpc,
+    definitions_pb2_grpc,
+    runs_pb2_grpc,
+    topics_pb2_grpc,
+    workers_pb2_grpc,
+)
+from gyoza_grpc.client.access import AccessCalls
 from gyoza_grpc.client.config import (
     DEFAULT_TIMEOUT,
     DEFAULT_WATCH_IDLE_TIMEOUT,
@@ -31,7 +39,7 @@ from gyoza_grpc.client.workers import WorkerCalls
 Response = TypeVar("Response", bound=Message)
 
 
-class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls):
+class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls, AccessCalls):
     """A gyoza-grpc client for asyncio.
 
     Nothing is connected until the first call, which opens the channel in the running event
@@ -135,6 +143,10 @@ class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls):
     @property
     def worker_service(self) -> workers_pb2_grpc.WorkerServiceAsyncStub:
         return self._transport.stubs.workers
+
+    @property
+    def access_service(self) -> access_pb2_grpc.AccessServiceAsyncStub:
+        return self._transport.stubs.access
 
     async def call(
         self,

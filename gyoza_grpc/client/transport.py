@@ -21,7 +21,13 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.message import Message
 
-from gyoza.v1 import definitions_pb2_grpc, runs_pb2_grpc, topics_pb2_grpc, workers_pb2_grpc
+from gyoza.v1 import (
+    access_pb2_grpc,
+    definitions_pb2_grpc,
+    runs_pb2_grpc,
+    topics_pb2_grpc,
+    workers_pb2_grpc,
+)
 from gyoza_grpc.client.config import Settings
 from gyoza_grpc.client.errors import from_rpc_error
 from gyoza_grpc.client.watching import Resumable, follow
@@ -36,12 +42,13 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 @dataclass(frozen=True, slots=True)
 class Stubs:
-    """The generated grpc.aio stubs of the four services, over one channel."""
+    """The generated grpc.aio stubs of the five services, over one channel."""
 
     runs: runs_pb2_grpc.RunServiceAsyncStub
     topics: topics_pb2_grpc.TopicServiceAsyncStub
     definitions: definitions_pb2_grpc.DefinitionServiceAsyncStub
     workers: workers_pb2_grpc.WorkerServiceAsyncStub
+    access: access_pb2_grpc.AccessServiceAsyncStub
 
 
 def open_channel(
@@ -92,6 +99,7 @@ class _Channel:
                 cast(Any, topics_pb2_grpc.TopicServiceStub(self._channel)),
                 cast(Any, definitions_pb2_grpc.DefinitionServiceStub(self._channel)),
                 cast(Any, workers_pb2_grpc.WorkerServiceStub(self._channel)),
+                cast(Any, access_pb2_grpc.AccessServiceStub(self._channel)),
             )
         return self._stubs
 

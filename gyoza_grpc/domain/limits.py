@@ -57,7 +57,7 @@ class Limits:
     max_payload_bytes: int = 64 * KIB
     # Events a run may hold before it accepts only lifecycle events (see the module doc).
     max_events_per_run: int = 10_000
-    # WatchEvents and WatchTopic streams open at once on one server process.
+    # WatchEvents, WatchTopic and WatchRuns streams open at once on one server process.
     max_watch_streams: int = 10_000
     # Largest answer built of many items (a claim's runs, a list page): under the 4 MiB that
     # grpcio and grpc-js receive by default, with room to spare (api/response_budget.py).

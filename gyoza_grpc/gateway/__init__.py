@@ -2,5 +2,5 @@
 into a gRPC call on a gyoza-grpc server and back. It holds no business logic: every rule is the
 server's, and the gateway only changes the spelling (JSON <-> protobuf, gRPC status <-> HTTP).
 
-Needs the `rest` extra (aiohttp); only `app.py` and `sse.py` import it.
+Needs the `rest` extra (aiohttp); only `app.py`, `sse.py` and `dashboard.py` import it.
 """

@@ -26,6 +26,7 @@ from gyoza.v1 import runs_pb2
 from gyoza_grpc.client import AsyncClient, GyozaError, RetryConfig
 from gyoza_grpc.gateway import inbound
 from gyoza_grpc.gateway import responses as r
+from gyoza_grpc.gateway.dashboard import add_dashboard, ui_headers
 from gyoza_grpc.gateway.errors import HttpError, from_rpc
 from gyoza_grpc.gateway.openapi import ROUTES, Route, document
 from gyoza_grpc.gateway.runner import GatewayRunner
@@ -98,7 +99,8 @@ def _run(run: runs_pb2.Run, status: int = 200) -> web.Response:
 
 
 async def list_runs(c: Call) -> web.Response:
-    resp = await c.calls.list_runs(inbound.list_runs_request(c.params))
+    req = inbound.list_runs_request(c.params)
+    resp = await c.calls.list_runs(req, with_events=c.params["view"] == "full")
     return _json(r.render(r.RUN_LIST, resp))
 
 
@@ -190,15 +192,38 @@ async def create_run_from_definition(c: Call) -> web.Response:
     return _run(await c.calls.create_run_from_definition(req), 201)
 
 
+async def list_definitions(c: Call) -> web.Response:
+    resp = await c.calls.list_definitions(c.params["limit"], c.params["starting_after"] or "")
+    return _json(r.render(r.DEFINITION_LIST, resp))
+
+
+async def list_definition_versions(c: Call) -> web.Response:
+    resp = await c.calls.list_definition_versions(c.params["name"])
+    return _json(r.render(r.DEFINITION_VERSIONS, resp))
+
+
+async def list_workers(c: Call) -> web.Response:
+    return _json(r.render(r.WORKER_LIST, await c.calls.list_workers()))
+
+
+async def get_worker(c: Call) -> web.Response:
+    return _json(r.render(r.WORKER, await c.calls.get_worker(c.params["worker_id"])))
+
+
+async def get_access(c: Call) -> web.Response:
+    return _json(r.render(r.CALLER, await c.calls.get_caller()))
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return _json(document())
 
 
 def _handlers() -> dict[str, Callable[[Call], Awaitable[web.StreamResponse]]]:
-    from gyoza_grpc.gateway.sse import stream_events
+    from gyoza_grpc.gateway.sse import stream_events, stream_runs
 
     return {
         "list_runs": list_runs,
+        "stream_runs": stream_runs,
         "create_run": create_run,
         "get_run": get_run,
         "update_run": update_run,
@@ -210,6 +235,11 @@ def _handlers() -> dict[str, Callable[[Call], Awaitable[web.StreamResponse]]]:
         "list_attempts": list_attempts,
         "get_definition": get_definition,
         "create_run_from_definition": create_run_from_definition,
+        "list_definitions": list_definitions,
+        "list_definition_versions": list_definition_versions,
+        "list_workers": list_workers,
+        "get_worker": get_worker,
+        "get_access": get_access,
     }
 
 
@@ -252,7 +282,7 @@ def make_app(
         merge_slashes=False,
         redirect_class=web.HTTPTemporaryRedirect,
     )
-    app = web.Application(middlewares=[slashes, json_errors])
+    app = web.Application(middlewares=[slashes, json_errors, ui_headers])
 
     async def upstream(app: web.Application) -> AsyncIterator[None]:
         own = client or AsyncClient(
@@ -273,6 +303,7 @@ def make_app(
         handler = _route_handler(route, handlers[route.operation_id])
         app.router.add_route(route.method, route.path, handler, name=route.operation_id)
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)
+    add_dashboard(app)
     return app
 
 

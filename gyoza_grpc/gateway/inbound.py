@@ -183,3 +183,12 @@ def list_runs_request(q: Mapping[str, Any]) -> runs_pb2.ListRunsRequest:
             raise HttpError(400, "Invalid created timestamp") from None
         getattr(req, f"created_{op}").FromDatetime(when)
     return req
+
+
+def watch_runs_request(q: Mapping[str, Any]) -> runs_pb2.WatchRunsRequest:
+    """GET /runs/stream: the filters a run never leaves."""
+    return runs_pb2.WatchRunsRequest(
+        op_definition=q.get("op_definition") or "",
+        image=q.get("image") or "",
+        topic=q.get("topic") or "",
+    )

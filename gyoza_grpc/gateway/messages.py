@@ -186,6 +186,12 @@ _STATE_FILTER = Field(
     enum=(*STATES, ""),
     enum_error=INVALID_STATE,
 )
+RUN_PROPERTY_FILTERS = (
+    Parameter("query", Field("op_definition", Type.STRING, "only runs made from this op")),
+    Parameter("query", Field("image", Type.STRING, "only runs of this image")),
+    Parameter("query", Field("topic", Type.STRING, "only runs publishing to this topic")),
+)
+RUN_VIEWS = ("full", "basic")
 LIST_RUNS_QUERY = (
     Parameter(
         "query",
@@ -210,9 +216,7 @@ LIST_RUNS_QUERY = (
             enum_error=INVALID_STATE,
         ),
     ),
-    Parameter("query", Field("op_definition", Type.STRING, "only runs made from this op")),
-    Parameter("query", Field("image", Type.STRING, "only runs of this image")),
-    Parameter("query", Field("topic", Type.STRING, "only runs publishing to this topic")),
+    *RUN_PROPERTY_FILTERS,
     *(
         Parameter(
             "query",
@@ -225,7 +229,20 @@ LIST_RUNS_QUERY = (
             ("lt", "before"),
         )
     ),
+    Parameter(
+        "query",
+        Field(
+            "view",
+            Type.STRING,
+            "full (the original's answer): each run with its current attempt's events; "
+            "basic: `events` left empty, a lighter page (the dashboard's list)",
+            enum=RUN_VIEWS,
+            default="full",
+        ),
+    ),
 )
+# GET /runs/stream: the filters a run never leaves (its state changes, so it is no filter).
+RUNS_STREAM_QUERY = RUN_PROPERTY_FILTERS
 SCOPES = ("attempt", "run")
 LIST_EVENTS_QUERY = (
     Parameter(
@@ -263,3 +280,14 @@ STREAM_QUERY = (
 DEFINITION_QUERY = (
     Parameter("query", Field("version", Type.STRING, "a semantic version; default: the latest")),
 )
+LIST_DEFINITIONS_QUERY = (
+    Parameter(
+        "query",
+        Field("limit", Type.INTEGER, "page size", default=10, minimum=1, maximum=100),
+    ),
+    Parameter(
+        "query",
+        Field("starting_after", Type.STRING, "a definition name: the next page after it"),
+    ),
+)
+WORKER_ID = Parameter("path", Field("worker_id", Type.STRING, "the worker's id", required=True))

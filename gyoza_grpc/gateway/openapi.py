@@ -26,12 +26,45 @@ class Route:
     summary: str
     rpc: str  # the gRPC calls it makes
     ok: int = 200
-    answer: dict[str, Any] | None = None  # the success body's schema (None: the event stream)
+    answer: dict[str, Any] | None = None  # the success body's schema (None: an event stream)
+    items: dict[str, Any] | None = None  # an event stream's frames (its itemSchema)
     params: tuple[Parameter, ...] = ()
     body: Message | None = None
     body_required: bool = True
     errors: tuple[int, ...] = ()  # besides those of every route
     description: str = ""
+
+
+def _data(schema: dict[str, Any]) -> dict[str, Any]:
+    """An SSE frame's `data`: JSON text of `schema`."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+def _frame(event: str, data: dict[str, Any], *, with_id: bool = False) -> dict[str, Any]:
+    """One server-sent event, as an EventSource parses it (no `event:` is "message")."""
+    props: dict[str, Any] = {"event": {"const": event}, "data": _data(data)}
+    if with_id:
+        props["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+    return {
+        "type": "object",
+        "required": ["event", "id", "data"] if with_id else ["event", "data"],
+        "properties": props,
+    }
+
+
+_END = _frame("end", {"type": "object", "maxProperties": 0})
+_ERROR = _frame("error", ref(r.STREAM_ERROR.name))
+EVENTS_STREAM_ITEMS: dict[str, Any] = {
+    "anyOf": [_frame("message", ref(r.EVENT.name), with_id=True), _END, _ERROR]
+}
+RUNS_STREAM_ITEMS: dict[str, Any] = {
+    "anyOf": [
+        _frame("ready", {"type": "object", "maxProperties": 0}),
+        _frame("run", ref(r.RUN.name)),
+        _frame("resync", ref(r.RESYNC.name)),
+        _ERROR,
+    ]
+}
 
 
 # Every route can meet these: a request line or header too long (400), the server's verdict
@@ -49,6 +82,22 @@ ROUTES: tuple[Route, ...] = (
         answer=ref(r.RUN_LIST.name),
         params=m.LIST_RUNS_QUERY,
         errors=(422,),
+    ),
+    Route(
+        "GET",
+        "/runs/stream",
+        "stream_runs",
+        "Server-sent events: every run created or changed from now on",
+        "RunService.WatchRuns",
+        params=m.RUNS_STREAM_QUERY,
+        items=RUNS_STREAM_ITEMS,
+        errors=(422,),
+        description="First `event: ready` once the server follows the runs: list them then "
+        "(GET /runs), so that nothing falls between. Then an `event: run` (a Run without "
+        "events) for each run created or changed; of two copies of a run keep the one with "
+        "the higher `last_event_id`, then `updated_at`. An `event: resync` means changes "
+        "may have been missed: list again. A quiet stream gets `: heartbeat` comments; "
+        "`event: error` (a StreamError) ends it. Nothing is replayed.",
     ),
     Route(
         "POST",
@@ -131,6 +180,7 @@ ROUTES: tuple[Route, ...] = (
         "Server-sent events: replay after a cursor, then live, ending at a terminal state",
         "RunService.GetRun, then RunService.WatchEvents",
         params=(m.RUN_ID, *m.STREAM_QUERY),
+        items=EVENTS_STREAM_ITEMS,
         errors=(404, 422),
         description="Each event is `id: <event id>` and `data: <Event JSON>`; a quiet run "
         "gets `: heartbeat` comments; the stream ends with `event: end` after the event that "
@@ -145,6 +195,16 @@ ROUTES: tuple[Route, ...] = (
         answer={"type": "array", "items": ref(r.ATTEMPT.name)},
         params=(m.RUN_ID,),
         errors=(404,),
+    ),
+    Route(
+        "GET",
+        "/definitions",
+        "list_definitions",
+        "List op definitions (the latest version of each), by name",
+        "DefinitionService.ListDefinitions",
+        answer=ref(r.DEFINITION_LIST.name),
+        params=m.LIST_DEFINITIONS_QUERY,
+        errors=(422,),
     ),
     Route(
         "GET",
@@ -169,6 +229,43 @@ ROUTES: tuple[Route, ...] = (
         body_required=False,
         errors=(404, 409, 422),
     ),
+    Route(
+        "GET",
+        "/definitions/{name}/versions",
+        "list_definition_versions",
+        "Every version of an op definition, the latest first",
+        "DefinitionService.ListDefinitionVersions",
+        answer=ref(r.DEFINITION_VERSIONS.name),
+        params=(m.DEFINITION_NAME,),
+        errors=(404, 422),
+    ),
+    Route(
+        "GET",
+        "/workers",
+        "list_workers",
+        "Every known worker: its resources, what is free of them, the runs it holds",
+        "WorkerService.ListWorkers",
+        answer=ref(r.WORKER_LIST.name),
+    ),
+    Route(
+        "GET",
+        "/workers/{worker_id}",
+        "get_worker",
+        "One worker",
+        "WorkerService.GetWorker",
+        answer=ref(r.WORKER.name),
+        params=(m.WORKER_ID,),
+        errors=(404,),
+    ),
+    Route(
+        "GET",
+        "/access",
+        "get_access",
+        "What the caller's X-API-Key may do: its role and the gRPC methods it may call",
+        "AccessService.GetCaller",
+        answer=ref(r.CALLER.name),
+        description="The dashboard asks it to offer only the actions the server accepts.",
+    ),
 )
 
 _ERROR_TEXT = {
@@ -188,47 +285,6 @@ _ERROR_TEXT = {
 _API_KEY = m.API_KEY
 
 
-def _sse_item() -> dict[str, Any]:
-    """One server-sent event, as an EventSource parses it (no `event:` is "message")."""
-
-    def data(schema: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": schema,
-        }
-
-    return {
-        "anyOf": [
-            {
-                "type": "object",
-                "required": ["event", "id", "data"],
-                "properties": {
-                    "event": {"const": "message"},
-                    "id": {"type": "string", "pattern": "^[0-9]+$"},
-                    "data": data(ref(r.EVENT.name)),
-                },
-            },
-            {
-                "type": "object",
-                "required": ["event", "data"],
-                "properties": {
-                    "event": {"const": "end"},
-                    "data": data({"type": "object", "maxProperties": 0}),
-                },
-            },
-            {
-                "type": "object",
-                "required": ["event", "data"],
-                "properties": {
-                    "event": {"const": "error"},
-                    "data": data(ref(r.STREAM_ERROR.name)),
-                },
-            },
-        ]
-    }
-
-
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": route.operation_id,
@@ -244,7 +300,7 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.answer is None:
         ok: dict[str, Any] = {
             "description": "The event stream",
-            "content": {"text/event-stream": {"itemSchema": _sse_item()}},
+            "content": {"text/event-stream": {"itemSchema": route.items}},
         }
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": route.answer}}}

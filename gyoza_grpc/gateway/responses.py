@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
-from gyoza.v1 import definitions_pb2, runs_pb2
+from gyoza.v1 import access_pb2, definitions_pb2, runs_pb2, workers_pb2
 from gyoza_grpc.gateway.fields import Field, Message, Type
 from gyoza_grpc.gateway.messages import EVENT_TYPES, INPUT_TYPES, STATES
 
@@ -291,6 +291,158 @@ DEFINITION = Message(
 )
 
 
+DEFINITION_LIST = Message(
+    "DefinitionList",
+    (
+        _out(
+            "definitions",
+            Type.ARRAY,
+            lambda resp: render_all(DEFINITION, resp.definitions),
+            ref=DEFINITION.name,
+            description="the latest version of each definition, by name",
+        ),
+        _out("has_more", Type.BOOLEAN, _attr("has_more"), description="more after the last"),
+    ),
+)
+DEFINITION_VERSIONS = Message(
+    "DefinitionVersions",
+    (
+        _out(
+            "definitions",
+            Type.ARRAY,
+            lambda resp: render_all(DEFINITION, resp.definitions),
+            ref=DEFINITION.name,
+            description="every version, the latest (highest semantic version) first",
+        ),
+    ),
+)
+
+# -- workers ----------------------------------------------------------------------------------
+
+WORKER_STATES = ("ALIVE", "EVICTED")
+
+
+def _worker_state(w: workers_pb2.Worker) -> str:
+    return workers_pb2.WorkerState.Name(w.state).removeprefix("WORKER_STATE_")
+
+
+def _strings(name: str, description: str = "") -> Field:
+    return Field(
+        name,
+        Type.ANY,
+        description,
+        required=True,
+        get=lambda m: list(getattr(m, name)),
+        schema={"type": "array", "items": {"type": "string"}},
+    )
+
+
+GPU = Message(
+    "Gpu",
+    (
+        _out("gpu_id", Type.INT32, _attr("gpu_id")),
+        _out("vram_mb", Type.INT32, _attr("vram_mb"), description="GPU memory in MiB"),
+    ),
+)
+RESOURCES = Message(
+    "Resources",
+    (
+        _out("cpu", Type.INT32, _attr("cpu"), description="CPU cores"),
+        _out("ram_mb", Type.INT32, _attr("ram_mb"), description="RAM in MiB"),
+        _out("gpus", Type.ARRAY, lambda m: render_all(GPU, m.gpus), ref=GPU.name),
+    ),
+)
+HELD_ATTEMPT = Message(
+    "HeldAttempt",
+    (
+        _out("run_id", Type.STRING, _attr("run_id")),
+        _out("attempt", Type.INT32, _attr("attempt")),
+    ),
+)
+WORKER = Message(
+    "Worker",
+    (
+        _out("worker_id", Type.STRING, _attr("worker_id")),
+        _out("state", Type.STRING, _worker_state, enum=WORKER_STATES),
+        _sub("resources", RESOURCES, _attr("resources"), description="what it declared"),
+        _sub(
+            "free",
+            RESOURCES,
+            _attr("free"),
+            description="declared minus what its ASSIGNED and RUNNING runs hold",
+        ),
+        _strings("tags"),
+        _opt_time("last_heartbeat"),
+        _opt_time("registered_at"),
+        _opt_time("lease_expires_at"),
+        _out(
+            "held",
+            Type.ARRAY,
+            lambda w: render_all(HELD_ATTEMPT, w.held),
+            ref=HELD_ATTEMPT.name,
+            description="the attempts it holds (its ASSIGNED and RUNNING runs)",
+        ),
+    ),
+    "A worker as the server sees it (WorkerService).",
+)
+WORKER_LIST = Message(
+    "WorkerList",
+    (
+        _out(
+            "workers",
+            Type.ARRAY,
+            lambda resp: render_all(WORKER, resp.workers),
+            ref=WORKER.name,
+            description="every known worker, alive or evicted",
+        ),
+    ),
+)
+
+# -- the caller -------------------------------------------------------------------------------
+
+ROLES = ("admin", "worker", "reader")
+
+
+def _role(resp: access_pb2.GetCallerResponse) -> str | None:
+    if resp.role == access_pb2.ROLE_UNSPECIFIED:
+        return None
+    return access_pb2.Role.Name(resp.role).removeprefix("ROLE_").lower()
+
+
+CALLER = Message(
+    "Caller",
+    (
+        _out(
+            "keys_required",
+            Type.BOOLEAN,
+            _attr("keys_required"),
+            description="false when the server has no API keys: anyone may do anything",
+        ),
+        _out(
+            "role",
+            Type.STRING,
+            _role,
+            nullable=True,
+            enum=ROLES,
+            description="the X-API-Key's role; null when no key is needed",
+        ),
+        _strings(
+            "methods",
+            "every gRPC method the caller may call, e.g. /gyoza.v1.RunService/CancelRun",
+        ),
+    ),
+    "What the caller's X-API-Key may do (AccessService.GetCaller).",
+)
+
+# -- GET /runs/stream -------------------------------------------------------------------------
+
+RESYNC = Message(
+    "Resync",
+    (_out("reason", Type.STRING, _attr("reason")),),
+    "The data of an `event: resync` frame: changes may have been missed; list the runs again.",
+)
+
+
 # -- GET /runs/{id}/events --------------------------------------------------------------------
 
 
@@ -392,6 +544,15 @@ RESPONSE_MESSAGES = (
     ATTEMPT,
     INPUT_SPEC,
     DEFINITION,
+    DEFINITION_LIST,
+    DEFINITION_VERSIONS,
+    GPU,
+    RESOURCES,
+    HELD_ATTEMPT,
+    WORKER,
+    WORKER_LIST,
+    CALLER,
+    RESYNC,
     POLLED_EVENT,
     EVENT_POLL,
     TIMELINE,

@@ -7,8 +7,9 @@ call's deadline, the retries of the requests that are safe to send twice (reads,
 that carry a request_id) and the errors come from it. A call that fails raises the server's
 GyozaError class; the handlers' middleware turns it into HTTP (errors.from_rpc).
 
-WatchEvents is the stub's own stream, not the client's resuming watch: the browser's
-EventSource resumes (Last-Event-ID), and heartbeats become SSE comments.
+WatchEvents and WatchRuns are the stub's own streams, not the client's resuming watch: the
+browser's EventSource resumes (Last-Event-ID, or a fresh list for the runs feed), and
+heartbeats become SSE comments.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gyoza.v1 import definitions_pb2, runs_pb2
+from gyoza.v1 import access_pb2, definitions_pb2, runs_pb2, workers_pb2
 from gyoza_grpc.channel import API_KEY_HEADER
 from gyoza_grpc.client import AsyncClient
 
@@ -56,8 +57,10 @@ class Calls:
         """The run with its current attempt's events."""
         return await self.client.get_run(run_id, with_events=True)
 
-    async def list_runs(self, req: runs_pb2.ListRunsRequest) -> runs_pb2.ListRunsResponse:
-        req.view = runs_pb2.RUN_VIEW_FULL
+    async def list_runs(
+        self, req: runs_pb2.ListRunsRequest, *, with_events: bool = True
+    ) -> runs_pb2.ListRunsResponse:
+        req.view = runs_pb2.RUN_VIEW_FULL if with_events else runs_pb2.RUN_VIEW_BASIC
         return await self.client.call(self.client.run_service.ListRuns, req, retry=True)
 
     async def create_run(self, req: runs_pb2.CreateRunRequest) -> runs_pb2.Run:
@@ -111,14 +114,19 @@ class Calls:
         return await self.client.list_attempts(run_id)
 
     def watch_events(self, run_id: str, after: int | None) -> grpc.aio.UnaryStreamCall:
-        """The WatchEvents stream (no deadline), cancelled with the others at shutdown. Its
-        failure is a grpc.aio.AioRpcError (errors.from_rpc reads it too)."""
+        """The WatchEvents stream (no deadline), cancelled with the others at shutdown."""
         req = runs_pb2.WatchEventsRequest(run_id=run_id)
         if after is not None:
             req.after = after
-        call: grpc.aio.UnaryStreamCall = self.client.run_service.WatchEvents(
-            req, metadata=self.client.metadata
-        )
+        return self._stream(self.client.run_service.WatchEvents(req, metadata=self.client.metadata))
+
+    def watch_runs(self, req: runs_pb2.WatchRunsRequest) -> grpc.aio.UnaryStreamCall:
+        """The WatchRuns stream (no deadline), cancelled with the others at shutdown."""
+        return self._stream(self.client.run_service.WatchRuns(req, metadata=self.client.metadata))
+
+    def _stream(self, call: grpc.aio.UnaryStreamCall) -> grpc.aio.UnaryStreamCall:
+        """A stub's own stream: its failure is a grpc.aio.AioRpcError (errors.from_rpc reads
+        it too)."""
         self.up.streams.add(call)
         call.add_done_callback(lambda _: self.up.streams.discard(call))
         return call
@@ -139,3 +147,29 @@ class Calls:
             retry=bool(req.request_id),
         )
         return await self.with_events(resp.run)
+
+    async def list_definitions(
+        self, limit: int, starting_after: str
+    ) -> definitions_pb2.ListDefinitionsResponse:
+        req = definitions_pb2.ListDefinitionsRequest(limit=limit, starting_after=starting_after)
+        return await self.client.call(
+            self.client.definition_service.ListDefinitions, req, retry=True
+        )
+
+    async def list_definition_versions(
+        self, name: str
+    ) -> definitions_pb2.ListDefinitionVersionsResponse:
+        req = definitions_pb2.ListDefinitionVersionsRequest(name=name)
+        return await self.client.call(
+            self.client.definition_service.ListDefinitionVersions, req, retry=True
+        )
+
+    async def list_workers(self) -> workers_pb2.ListWorkersResponse:
+        req = workers_pb2.ListWorkersRequest()
+        return await self.client.call(self.client.worker_service.ListWorkers, req, retry=True)
+
+    async def get_worker(self, worker_id: str) -> workers_pb2.Worker:
+        return await self.client.get_worker(worker_id)
+
+    async def get_caller(self) -> access_pb2.GetCallerResponse:
+        return await self.client.get_caller()

@@ -101,7 +101,7 @@ class ServerMetrics:
         )
         self.watch_streams = Gauge(
             "gyoza_watch_streams",
-            "Open server streams (WatchEvents, WatchTopic), by method",
+            "Open server streams (WatchEvents, WatchTopic, WatchRuns), by method",
             ["method"],
             registry=self.registry,
         )

@@ -9,6 +9,10 @@ dedicated asyncpg connection that LISTENs; a notification from another replica:
 - for a claimable run: wakes one long-polling claim here (passed on as a local one would be);
 - for a worker whose capacity changed: wakes that worker's long-polls here;
 - for a run whose holder may have to stop: wakes the WaitForStopOrders calls watching it here.
+- for the runs feed (WatchRuns), when a stream is open here: the runs named are read and
+  published, and a claimable run may be a new one, so the newest runs are read
+  (streams/run_feed_replicas.py). While the listener reconnects, notifications are lost: each
+  (re)connection makes the feed's watchers list the runs again.
 
 A notification is only a hint: the tables stay the truth. Notifications are lost while the
 listener is disconnected (and could be lost otherwise), so every `catchup_s` the catch-up
@@ -39,6 +43,7 @@ from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.wakeups import CHANNEL, Wakeup, decode
 from gyoza_grpc.store.worker_store import WorkerStore
 from gyoza_grpc.streams.fanout import FanOut, Key, run_key, topic_key
+from gyoza_grpc.streams.run_feed_replicas import ReplicaRunChanges
 from gyoza_grpc.streams.stop_signal import StopSignal
 from gyoza_grpc.streams.work_signal import WorkSignal
 
@@ -88,8 +93,10 @@ class PgWakeup:
         work_signal: WorkSignal,
         stop_signal: StopSignal | None = None,
         catchup_s: float = DEFAULT_CATCHUP_S,
+        run_changes: ReplicaRunChanges | None = None,
     ) -> None:
         self.replica_id = replica_id
+        self._run_changes = run_changes
         self._connect = connect
         self._store = store
         self._workers = workers
@@ -123,6 +130,8 @@ class PgWakeup:
         return cls(connect=connect, replica_id=replica_id, **kw)
 
     def start(self) -> None:
+        if self._run_changes is not None:
+            self._run_changes.start()
         self._tasks = [
             asyncio.create_task(self._listen_forever(), name="gyoza-pg-listen"),
             asyncio.create_task(self._catch_up_forever(), name="gyoza-pg-catchup"),
@@ -138,6 +147,8 @@ class PgWakeup:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._run_changes is not None:
+            await self._run_changes.stop()
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -149,11 +160,19 @@ class PgWakeup:
         self.apply(wakeup)
 
     def apply(self, w: Wakeup) -> None:
+        changes = self._run_changes
         if w.everything:
             self._catchup_now.set()
             self._signal.notify_one()
             self._stops.wake_all()
+            if changes is not None:
+                changes.lost("another replica changed more runs than one wake-up names")
             return
+        if changes is not None:
+            if w.runs:
+                changes.changed(w.runs)
+            if w.claimable:
+                changes.created()
         for run_id in w.runs:
             self.feed(run_key(run_id))
         for topic in w.topics:
@@ -253,6 +272,8 @@ class PgWakeup:
                 if db > known:
                     self.feed(key)
                     fed += 1
+        if self._run_changes is not None:
+            self._run_changes.created()
         if self._signal.waiting and await self._workers.any_claimable():
             self._signal.wake_one()
         await self._catch_up_stops()
@@ -315,6 +336,8 @@ class PgWakeup:
             # Whatever was committed while no one listened: fetch it now.
             self._catchup_now.set()
             self._signal.notify_one()
+            if self._run_changes is not None:
+                self._run_changes.lost("this server was not listening to the other replicas")
             while not conn.is_closed():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_PING_INTERVAL_S):

@@ -1,4 +1,4 @@
-"""A cap on the watch streams (WatchEvents and WatchTopic together) open on one server.
+"""A cap on the watch streams (WatchEvents, WatchTopic and WatchRuns together) open on one server.
 
 grpc's `maximum_concurrent_rpcs` counts every call, unary ones included, and answers
 RESOURCE_EXHAUSTED without a word of why; watchers are the calls that stay open, so they get

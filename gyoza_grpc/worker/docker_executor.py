@@ -329,7 +329,7 @@ class DockerHandler:
             code = await self._run(container, inputs, stdout, stderr)
             oom = False
             if code != 0 or ctx.claim.constraints.ram_mb:
-                oom = bool((await container.show())["State"].get("OOMKilled"))
+                oom = await _oom_killed(container, code)
         except asyncio.CancelledError:
             await asyncio.shield(self._stop(container))
             raise
@@ -398,3 +398,17 @@ class DockerHandler:
         """SIGTERM, then SIGKILL after the grace (the engine's own stop)."""
         with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
             await container.stop(t=math.ceil(self.stop_grace_s))
+
+
+# The engine learns of an OOM kill and of the container's exit by separate events, in either
+# order: a container killed by SIGKILL (exit 137) may show OOMKilled a moment after its exit.
+_OOM_SETTLE_S = (0.05, 0.1, 0.2, 0.4)
+
+
+async def _oom_killed(container: DockerContainer, code: int) -> bool:
+    """Whether the kernel killed a process of the container for memory (State.OOMKilled)."""
+    for delay in (0.0, *(_OOM_SETTLE_S if code == 137 else ())):
+        await asyncio.sleep(delay)
+        if (await container.show())["State"].get("OOMKilled"):
+            return True
+    return False

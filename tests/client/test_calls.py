@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gyoza.v1 import definitions_pb2
+from gyoza.v1 import access_pb2, definitions_pb2
 from gyoza_grpc.client import (
     NO_RETRY,
     AsyncClient,
@@ -174,6 +174,12 @@ async def test_worker_calls(client: Either) -> None:
 
     await client.call("heartbeat", "w1", resources=resources, not_ready_reason="engine down")
     assert (await client.call("get_worker", "w1")).not_ready_reason == "engine down"
+
+
+async def test_the_caller(client: Either) -> None:
+    caller = await client.call("get_caller")  # a server without keys: anyone may call anything
+    assert not caller.keys_required and caller.role == access_pb2.ROLE_UNSPECIFIED
+    assert "/gyoza.v1.RunService/CancelRun" in caller.methods
 
 
 def _calls(cls: type) -> set[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza.v1 import access_pb2, runs_pb2, runs_pb2_grpc
 from gyoza_grpc.api.errors import to_status
 from gyoza_grpc.client import (
     NO_RETRY,
@@ -149,6 +149,10 @@ async def test_keys_refused_and_a_view_with_another_key(kind: str, sqlite_url: s
 
         reader = _view(kind, client.client.with_api_key("reader-key-0123456789"))
         assert await reader.call("list_workers") == []
+        caller = await reader.call("get_caller")
+        assert caller.keys_required and caller.role == access_pb2.ROLE_READER
+        assert "/gyoza.v1.RunService/GetRun" in caller.methods
+        assert "/gyoza.v1.RunService/CreateRun" not in caller.methods
         with pytest.raises(PermissionDenied) as denied:
             await reader.call("create_run", "img")
         assert denied.value.reason == "ROLE_FORBIDDEN"

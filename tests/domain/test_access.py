@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gyoza.v1 import definitions_pb2, runs_pb2, topics_pb2, workers_pb2
+from gyoza.v1 import access_pb2, definitions_pb2, runs_pb2, topics_pb2, workers_pb2
 from gyoza_grpc.api import roles
 from gyoza_grpc.api.auth import load_api_keys, presented_key
 from gyoza_grpc.domain.access import (
@@ -109,6 +109,7 @@ def test_every_method_is_classified_and_readers_only_read() -> None:
         topics_pb2.DESCRIPTOR.services_by_name["TopicService"],
         workers_pb2.DESCRIPTOR.services_by_name["WorkerService"],
         definitions_pb2.DESCRIPTOR.services_by_name["DefinitionService"],
+        access_pb2.DESCRIPTOR.services_by_name["AccessService"],
     ]
     every = {f"/{s.full_name}/{m.name}" for s in services for m in s.methods}
     assert every == roles.ALL_METHODS
@@ -118,6 +119,7 @@ def test_every_method_is_classified_and_readers_only_read() -> None:
         "ListEvents",
         "ListAttempts",
         "WatchEvents",
+        "WatchRuns",
         "WatchTopic",
         "ListTopicEvents",
         "ListWorkers",
@@ -125,6 +127,7 @@ def test_every_method_is_classified_and_readers_only_read() -> None:
         "GetDefinition",
         "ListDefinitions",
         "ListDefinitionVersions",
+        "GetCaller",
     }
     assert {m.rsplit("/", 1)[1] for m in roles.WORKER_METHODS} == {
         "Heartbeat",
@@ -136,6 +139,7 @@ def test_every_method_is_classified_and_readers_only_read() -> None:
         "WatchEvents",
         "GetWorker",
         "ReleaseRun",
+        "GetCaller",
     }
     assert every >= roles.WORKER_METHODS
     for method in every:

@@ -80,9 +80,10 @@ def check_answer(method: str, path: str, status: int, content_type: str, body: b
             raise AssertionError(f"{where}: answer does not match its schema:\n{err}") from None
 
 
-def check_frame(fields: dict[str, str]) -> None:
-    """One SSE frame against the stream's itemSchema (its data against the contentSchema)."""
-    op = operation("GET", "/runs/x/events/stream")
+def check_frame(fields: dict[str, str], path: str = "/runs/x/events/stream") -> None:
+    """One SSE frame of the stream at `path` against its itemSchema (its data against the
+    contentSchema)."""
+    op = operation("GET", path)
     assert op is not None
     item = op.spec["responses"]["200"]["content"]["text/event-stream"]["itemSchema"]
     event = {"event": "message", **fields}

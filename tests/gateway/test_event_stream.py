@@ -38,7 +38,7 @@ async def next_frame(resp: ClientResponse) -> Frame | None:
         text = line.decode().rstrip("\n")
         if text == "":
             if frame.fields:
-                check_frame(frame.fields)
+                check_frame(frame.fields, resp.url.path)
             return frame
         if text.startswith(":"):
             frame.comments.append(text[1:].strip())

@@ -17,6 +17,7 @@ from openapi_spec_validator import validate
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.cli import main
 from gyoza_grpc.gateway.app import make_app
+from gyoza_grpc.gateway.dashboard import PAGES, STATIC
 from gyoza_grpc.gateway.openapi import ROUTES, document
 from tests.conftest import TEST_SERVER_OPTIONS
 from tests.gateway.conftest import Gateway
@@ -205,8 +206,13 @@ async def test_openapi_document_is_valid_and_lists_every_route(gateway: Gateway)
         if r.resource is not None and r.method != "HEAD"
     }
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-    assert served == documented | {("GET", "/openapi.json")}
-    assert len(documented) == len(ROUTES) == 12
+    dashboard = {
+        ("GET", "/ui"),
+        *(("GET", path) for path in PAGES),
+        ("GET", STATIC),
+    }
+    assert served == documented | {("GET", "/openapi.json")} | dashboard
+    assert len(documented) == len(ROUTES) == 18
 
 
 async def test_gateway_shutdown_ends_open_streams(tmp_path: Any) -> None:

@@ -8,6 +8,10 @@ name real runs, made before, so the success answers are fuzzed too, not only the
 with invalid ones. The examples are bounded per operation to keep the whole run well under
 a minute. (schemathesis' own pytest plugin cannot load a schema from a fixture under pytest 9,
 so each operation's strategy is driven by hypothesis here.)
+
+GET /runs/stream is left out: every request it accepts is a stream that never ends (and almost
+any query is one it accepts), so each example would wait out the client's timeout. Its frames
+and its refusals are checked against the same document in tests/gateway/test_dashboard_routes.py.
 """
 
 from __future__ import annotations
@@ -70,8 +74,11 @@ def gateway_schema(live_gateway: tuple[str, list[str]]) -> Any:
     return schemathesis.openapi.from_url(f"http://{address}/openapi.json")
 
 
+FUZZED = [route for route in ROUTES if route.path != "/runs/stream"]
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+@pytest.mark.parametrize("route", FUZZED, ids=lambda r: f"{r.method} {r.path}")
 def test_gateway_conforms_to_its_openapi(
     gateway_schema: Any, live_gateway: tuple[str, list[str]], route: Route, mode: GenerationMode
 ) -> None:

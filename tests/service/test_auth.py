@@ -18,6 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from gyoza.v1 import (
+    access_pb2,
+    access_pb2_grpc,
     definitions_pb2,
     definitions_pb2_grpc,
     runs_pb2,
@@ -27,6 +29,7 @@ from gyoza.v1 import (
     workers_pb2,
     workers_pb2_grpc,
 )
+from gyoza_grpc.api import roles
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.server import GyozaServer
 from gyoza_grpc.worker import Worker, WorkerError
@@ -77,6 +80,18 @@ async def first_message(stream: Any) -> Any:
     return None
 
 
+async def opened(stream: Any) -> Any:
+    """A stream that sends nothing at first: its refusal, or "open" once its headers came and
+    nothing was refused for a moment."""
+    await stream.initial_metadata()
+    try:
+        return await asyncio.wait_for(stream.read(), 0.5)
+    except TimeoutError:
+        return "open"
+    finally:
+        stream.cancel()
+
+
 # One unary and one streaming method per service where it has one, each with a request the
 # handler answers at once (a result or a validation error: either way the call got through).
 CALLS: dict[str, Callable[[grpc.aio.Channel], Awaitable[Any]]] = {
@@ -97,6 +112,12 @@ CALLS: dict[str, Callable[[grpc.aio.Channel], Awaitable[Any]]] = {
     ),
     "/gyoza.v1.RunService/WatchEvents": lambda ch: first_message(
         runs_pb2_grpc.RunServiceStub(ch).WatchEvents(runs_pb2.WatchEventsRequest(run_id="missing"))
+    ),
+    "/gyoza.v1.RunService/WatchRuns": lambda ch: opened(
+        runs_pb2_grpc.RunServiceStub(ch).WatchRuns(runs_pb2.WatchRunsRequest())
+    ),
+    "/gyoza.v1.AccessService/GetCaller": lambda ch: access_pb2_grpc.AccessServiceStub(ch).GetCaller(
+        access_pb2.GetCallerRequest()
     ),
     "/gyoza.v1.TopicService/ListTopicEvents": lambda ch: topics_pb2_grpc.TopicServiceStub(
         ch
@@ -130,6 +151,7 @@ CALLS: dict[str, Callable[[grpc.aio.Channel], Awaitable[Any]]] = {
 ALLOWED = {
     Role.ADMIN: set(CALLS),
     Role.WORKER: {
+        "/gyoza.v1.AccessService/GetCaller",
         "/gyoza.v1.RunService/GetRun",
         "/gyoza.v1.RunService/WatchEvents",
         "/gyoza.v1.WorkerService/Heartbeat",
@@ -137,9 +159,11 @@ ALLOWED = {
         "/gyoza.v1.WorkerService/ReleaseRun",
     },
     Role.READER: {
+        "/gyoza.v1.AccessService/GetCaller",
         "/gyoza.v1.RunService/GetRun",
         "/gyoza.v1.RunService/ListRuns",
         "/gyoza.v1.RunService/WatchEvents",
+        "/gyoza.v1.RunService/WatchRuns",
         "/gyoza.v1.TopicService/ListTopicEvents",
         "/gyoza.v1.TopicService/WatchTopic",
         "/gyoza.v1.WorkerService/ListWorkers",
@@ -163,6 +187,24 @@ async def test_each_role_gets_exactly_its_methods(keyed: GyozaServer, role: Role
             info = error_info(result)
             assert info.reason == "ROLE_FORBIDDEN"
             assert dict(info.metadata) == {"role": role.value, "method": method}
+
+
+@pytest.mark.parametrize("role", list(Role))
+async def test_get_caller_names_the_role_and_its_methods(keyed: GyozaServer, role: Role) -> None:
+    async with open_channel(keyed.target, api_key=KEYS[role]) as ch:
+        got = await access_pb2_grpc.AccessServiceStub(ch).GetCaller(access_pb2.GetCallerRequest())
+    assert got.keys_required
+    assert access_pb2.Role.Name(got.role) == f"ROLE_{role.value.upper()}"
+    assert list(got.methods) == sorted(roles.ALLOWED[role])
+    can_cancel = "/gyoza.v1.RunService/CancelRun" in got.methods
+    assert can_cancel == (role is Role.ADMIN)
+
+
+async def test_get_caller_without_keys_allows_everything(sqlite_url: str) -> None:
+    async with served(sqlite_url) as gs, grpc.aio.insecure_channel(gs.target) as ch:
+        got = await access_pb2_grpc.AccessServiceStub(ch).GetCaller(access_pb2.GetCallerRequest())
+    assert not got.keys_required and got.role == access_pb2.ROLE_UNSPECIFIED
+    assert list(got.methods) == sorted(roles.ALL_METHODS)
 
 
 async def test_allowed_calls_really_run(keyed: GyozaServer) -> None:

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gyoza.v1 import (
+    access_pb2,
     definitions_pb2,
     definitions_pb2_grpc,
     runs_pb2,
@@ -61,7 +62,7 @@ class Method:
 
 def _methods() -> list[Method]:
     out = []
-    for module in (runs_pb2, topics_pb2, workers_pb2, definitions_pb2):
+    for module in (runs_pb2, topics_pb2, workers_pb2, definitions_pb2, access_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for m in service.methods:
                 out.append(

@@ -25,6 +25,7 @@ SERVICES = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
+    "gyoza.v1.AccessService",
     "gyoza.v1.DefinitionService",
     "gyoza.v1.RunService",
     "gyoza.v1.TopicService",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -35,6 +36,10 @@ R = runs_pb2
 W = workers_pb2
 # Generous for a busy 2-core machine: a container starts in about 0.3 s.
 SETTLE_S = 30.0
+
+# The worker id of this process's docker workers: test processes that run side by side (the
+# suite's xdist workers) must not sweep each other's containers as orphans.
+DW = f"dw-{os.getpid()}"
 
 
 @pytest.fixture(autouse=True)
@@ -65,13 +70,13 @@ async def runs(server: GyozaServer) -> AsyncIterator[runs_pb2_grpc.RunServiceStu
         yield runs_pb2_grpc.RunServiceStub(ch)
 
 
-def docker_worker(target: str, worker_id: str = "dw", **handler_kw: Any) -> Worker:
+def docker_worker(target: str, worker_id: str = "", **handler_kw: Any) -> Worker:
     from gyoza_grpc.worker.docker_executor import DockerHandler
 
     handler_kw.setdefault("stop_grace_s", 2)
     return Worker(
         target,
-        worker_id,
+        worker_id or DW,
         DockerHandler(**handler_kw),
         cpu=4,
         ram_mb=4000,
@@ -111,7 +116,7 @@ async def test_an_op_runs_in_its_image_under_the_contract(
     assert names(evs)[:2] == ["ASSIGNED", "STARTED"] and names(evs)[-1] == "COMPLETED"
     assert "PROGRESS" in names(evs)
     assert f"hello from {run.id} attempt 1" in [e.msg for e in evs if e.type == R.EVENT_TYPE_INFO]
-    assert await containers_of(docker, "dw") == []  # removed
+    assert await containers_of(docker, DW) == []  # removed
 
 
 async def test_failures_say_why_and_the_worker_goes_on(
@@ -140,7 +145,7 @@ async def test_failures_say_why_and_the_worker_goes_on(
     evs = await events(runs, unknown.id)
     assert names(evs) == ["ASSIGNED", "INFO", "FAILED"]  # never STARTED
     assert evs[1].msg == "pulling gyoza-test/no-such-image:1"
-    assert await containers_of(docker, "dw") == []
+    assert await containers_of(docker, DW) == []
 
 
 async def test_pull_never_fails_a_missing_image_without_pulling(
@@ -173,13 +178,14 @@ async def test_the_live_container_has_the_labels_limits_and_variables(
     run = await create(runs, image("sleep"), {"seconds": 60}, cpu=1, ram_mb=128)
     worker = docker_worker(server.target, labels={"team": "vision"}, env={"MODE": "x"})
     async with working(worker):
-        live = await _live_container(docker, "dw")
+        live = await _live_container(docker, DW)
         info = await live.show()
-        assert {k: v for k, v in info["Config"]["Labels"].items() if k != "gyoza.test-image"} == {
+        labels = info["Config"]["Labels"].items()
+        assert {k: v for k, v in labels if not k.startswith("gyoza.test-image")} == {
             "team": "vision",
             "gyoza.run_id": run.id,
             "gyoza.attempt": "1",
-            "gyoza.worker_id": "dw",
+            "gyoza.worker_id": DW,
         }
         host = info["HostConfig"]
         assert host["Init"] is True and host["NetworkMode"] == "none"
@@ -187,7 +193,12 @@ async def test_the_live_container_has_the_labels_limits_and_variables(
         assert host["Memory"] == host["MemorySwap"] == 128 * 1024 * 1024
         assert not host.get("DeviceRequests")
         env = set(info["Config"]["Env"])
-        assert {f"GYOZA_RUN_ID={run.id}", "GYOZA_ATTEMPT=1", "GYOZA_WORKER_ID=dw", "MODE=x"} <= env
+        assert {
+            f"GYOZA_RUN_ID={run.id}",
+            "GYOZA_ATTEMPT=1",
+            f"GYOZA_WORKER_ID={DW}",
+            "MODE=x",
+        } <= env
         assert info["Config"]["Cmd"] == ["/bin/sh", "/op"]  # the image's own command
         await runs.CancelRun(R.CancelRunRequest(id=run.id))
     # What the op itself sees.
@@ -197,7 +208,7 @@ async def test_the_live_container_has_the_labels_limits_and_variables(
     assert dict(done.outputs) == {
         "GYOZA_ATTEMPT": "1",
         "GYOZA_RUN_ID": seen.id,
-        "GYOZA_WORKER_ID": "dw",
+        "GYOZA_WORKER_ID": DW,
     }
 
 
@@ -240,12 +251,12 @@ async def test_a_cancel_stops_and_removes_the_container_at_once(
     worker = docker_worker(server.target, stop_grace_s=10)
     worker.heartbeat_interval_s = 60  # the stop order cannot come with a heartbeat
     async with working(worker):
-        await _live_container(docker, "dw")
+        await _live_container(docker, DW)
         t0 = time.monotonic()
         await runs.CancelRun(R.CancelRunRequest(id=run.id))
 
         async def gone() -> bool:
-            return await containers_of(docker, "dw") == []
+            return await containers_of(docker, DW) == []
 
         await eventually(gone, timeout_s=SETTLE_S)
         took = time.monotonic() - t0
@@ -262,12 +273,12 @@ async def test_a_worker_removes_its_orphans_at_start(
             "HostConfig": {"Init": True, "NetworkMode": "none"},
         }
 
-    mine = await docker.containers.create(orphan("dw"))
+    mine = await docker.containers.create(orphan(DW))
     other = await docker.containers.create(orphan("someone-else"))
     try:
         await mine.start()
         async with working(docker_worker(server.target)):
-            await eventually(lambda: _empty(containers_of(docker, "dw")), timeout_s=SETTLE_S)
+            await eventually(lambda: _empty(containers_of(docker, DW)), timeout_s=SETTLE_S)
             assert len(await containers_of(docker, "someone-else")) == 1  # not its own
     finally:
         for c in (mine, other):
@@ -291,7 +302,7 @@ async def test_an_engine_outage_stops_claims_and_fails_no_run(
 
         async def reason() -> str:
             try:
-                w = await workers.GetWorker(W.GetWorkerRequest(worker_id="dw"))
+                w = await workers.GetWorker(W.GetWorkerRequest(worker_id=DW))
             except grpc.aio.AioRpcError:
                 return "(not registered)"
             return str(w.worker.not_ready_reason)
@@ -340,12 +351,12 @@ async def test_shutdown_stops_and_removes_the_running_containers(
     worker.shutdown_grace_s = 0.5
     task = asyncio.create_task(worker.run())
     try:
-        await _live_container(docker, "dw")
+        await _live_container(docker, DW)
         worker.stop()
         await asyncio.wait_for(task, SETTLE_S)
     finally:
         if not task.done():
             task.cancel()
-    assert await containers_of(docker, "dw") == []
+    assert await containers_of(docker, DW) == []
     failed = await until_state(runs, run.id, R.RUN_STATE_FAILED)
-    assert failed.execution_summary.error_message == "worker dw stopped before the run finished"
+    assert failed.execution_summary.error_message == f"worker {DW} stopped before the run finished"

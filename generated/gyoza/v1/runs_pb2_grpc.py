@@ -86,6 +86,11 @@ class RunServiceStub:
                 request_serializer=gyoza_dot_v1_dot_runs__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=gyoza_dot_v1_dot_runs__pb2.WatchEventsResponse.FromString,
                 _registered_method=True)
+        self.WatchRuns = channel.unary_stream(
+                '/gyoza.v1.RunService/WatchRuns',
+                request_serializer=gyoza_dot_v1_dot_runs__pb2.WatchRunsRequest.SerializeToString,
+                response_deserializer=gyoza_dot_v1_dot_runs__pb2.WatchRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -165,6 +170,18 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRuns(self, request, context):
+        """WatchRuns streams runs as they are created and as their events change
+        them, across all runs, from the moment it is called (nothing is
+        replayed). Read the runs with ListRuns once the stream's headers have
+        arrived; of two copies of a run keep the one with the higher last_seq
+        (then updated_at). A `resync` item means changes may have been missed:
+        read the runs again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +234,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=gyoza_dot_v1_dot_runs__pb2.WatchEventsRequest.FromString,
                     response_serializer=gyoza_dot_v1_dot_runs__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'WatchRuns': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRuns,
+                    request_deserializer=gyoza_dot_v1_dot_runs__pb2.WatchRunsRequest.FromString,
+                    response_serializer=gyoza_dot_v1_dot_runs__pb2.WatchRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,6 +513,33 @@ class RunService:
             '/gyoza.v1.RunService/WatchEvents',
             gyoza_dot_v1_dot_runs__pb2.WatchEventsRequest.SerializeToString,
             gyoza_dot_v1_dot_runs__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gyoza.v1.RunService/WatchRuns',
+            gyoza_dot_v1_dot_runs__pb2.WatchRunsRequest.SerializeToString,
+            gyoza_dot_v1_dot_runs__pb2.WatchRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

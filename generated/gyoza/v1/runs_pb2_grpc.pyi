@@ -62,6 +62,14 @@ class RunServiceStub:
     """WatchEvents replays a run's events after a cursor, then streams new ones
     as they commit; it ends after the event that leaves the run terminal.
     """
+    WatchRuns: _grpc.UnaryStreamMultiCallable[_runs_pb2.WatchRunsRequest, _runs_pb2.WatchRunsResponse]
+    """WatchRuns streams runs as they are created and as their events change
+    them, across all runs, from the moment it is called (nothing is
+    replayed). Read the runs with ListRuns once the stream's headers have
+    arrived; of two copies of a run keep the one with the higher last_seq
+    (then updated_at). A `resync` item means changes may have been missed:
+    read the runs again.
+    """
 
 @_typing.type_check_only
 class RunServiceAsyncStub(RunServiceStub):
@@ -93,6 +101,14 @@ class RunServiceAsyncStub(RunServiceStub):
     WatchEvents: _aio.UnaryStreamMultiCallable[_runs_pb2.WatchEventsRequest, _runs_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """WatchEvents replays a run's events after a cursor, then streams new ones
     as they commit; it ends after the event that leaves the run terminal.
+    """
+    WatchRuns: _aio.UnaryStreamMultiCallable[_runs_pb2.WatchRunsRequest, _runs_pb2.WatchRunsResponse]  # type: ignore[assignment]
+    """WatchRuns streams runs as they are created and as their events change
+    them, across all runs, from the moment it is called (nothing is
+    replayed). Read the runs with ListRuns once the stream's headers have
+    arrived; of two copies of a run keep the one with the higher last_seq
+    (then updated_at). A `resync` item means changes may have been missed:
+    read the runs again.
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +198,20 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_runs_pb2.WatchEventsResponse], _abc.AsyncIterator[_runs_pb2.WatchEventsResponse]]:
         """WatchEvents replays a run's events after a cursor, then streams new ones
         as they commit; it ends after the event that leaves the run terminal.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchRuns(
+        self,
+        request: _runs_pb2.WatchRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_runs_pb2.WatchRunsResponse], _abc.AsyncIterator[_runs_pb2.WatchRunsResponse]]:
+        """WatchRuns streams runs as they are created and as their events change
+        them, across all runs, from the moment it is called (nothing is
+        replayed). Read the runs with ListRuns once the stream's headers have
+        arrived; of two copies of a run keep the one with the higher last_seq
+        (then updated_at). A `resync` item means changes may have been missed:
+        read the runs again.
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
