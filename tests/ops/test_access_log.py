@@ -69,6 +69,11 @@ async def test_a_long_request_value_is_cut(channel: grpc.aio.Channel, log: Captu
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await runs.GetRun(runs_pb2.GetRunRequest(id="x" * 5000))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    async def logged() -> bool:  # the line is made once the server has ended the call
+        return len(log.rpcs("GetRun")) == 1
+
+    await eventually(logged)
     (line,) = log.rpcs("GetRun")
     assert (line["code"], line["run_id"]) == ("INVALID_ARGUMENT", "x" * 128)
 
