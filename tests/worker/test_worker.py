@@ -4,6 +4,7 @@ their attempt, failures, stop orders, GPU placement, shutdown, reconciling, fenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -101,11 +102,18 @@ async def test_runs_are_executed_within_the_worker_capacity(
 ) -> None:
     running: set[str] = set()
     peak = [0]
+    pair = asyncio.Event()  # two ran at once: the capacity allows two
 
     async def double(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         running.add(ctx.run_id)
         peak[0] = max(peak[0], len(running))
+        if len(running) >= 2:
+            pair.set()
         ctx.progress(50)
+        # Held until a second run joins (or a while: the last run has no partner), so a busy
+        # machine's slow claims cannot hide what the capacity allows.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pair.wait(), 0.5)
         await asyncio.sleep(0.05)
         running.discard(ctx.run_id)
         return {"y": inputs["x"] * 2, "x_type": type(inputs["x"]).__name__}
