@@ -170,13 +170,14 @@ class RunStore:
 
     # -- for sibling stores (workers, claims) that change runs inside their own work -------
 
-    def load_run(self, tx: Tx, run_id: str) -> Run:
+    def load_run(self, tx: Tx, run_id: str, *, locked: bool = False) -> Run:
         """The run with its current attempt, as `tx` sees it; its row locked on PostgreSQL
-        until the transaction ends (SQLite's write transactions hold the file's lock)."""
+        until the transaction ends (SQLite's write transactions hold the file's lock).
+        `locked`: this transaction holds the run row's lock already (a claim's candidate)."""
         run = tx.known_run(run_id)
         if run is not None:
             return run
-        return _load_run(tx, run_id, lock=True)
+        return _load_run(tx, run_id, lock=not locked)
 
     def write_transition(self, tx: Tx, before: Run, t: Transition) -> None:
         """Write what a domain transition made of `before`: the run, the attempt it closed or

@@ -239,7 +239,8 @@ class WorkerStore:
             for run_id, _key, need in found:
                 if place(need, free) is None:
                     continue  # decided from the candidate row, without loading the run
-                run = self._runs.load_run(tx, run_id)
+                # Locked by _candidates (FOR UPDATE SKIP LOCKED) in this transaction.
+                run = self._runs.load_run(tx, run_id, locked=True)
                 if run.state is not RunState.PENDING:
                     continue
                 placement = place(run.constraints, free)
