@@ -180,6 +180,8 @@ class Examples:
         """Whether `real` is `shown` with each example id in place of a real one (recorded when
         it matches); with `loose`, any run of blanks matches any other and times match any
         time (for the CLI's columns and log lines)."""
+        if loose:
+            shown, real = shown.strip(), real.strip()
         parts: list[str] = []
         groups: dict[str, str] = {}  # an example id -> its group in this pattern
         pos = 0
@@ -199,7 +201,7 @@ class Examples:
                 parts.append(_TIME.pattern)
             pos = m.end()
         parts.append(_literal(shown[pos:], loose))
-        found = re.fullmatch("".join(parts), real.strip() if loose else real)
+        found = re.fullmatch("".join(parts), real)
         if found is None:
             return False
         for example, group in groups.items():
@@ -210,7 +212,9 @@ class Examples:
 def _literal(text: str, loose: bool) -> str:
     if not loose:
         return re.escape(text)
-    return r"\s+".join(re.escape(piece) for piece in re.split(r"\s+", text.strip()))
+    return "".join(
+        r"\s+" if piece.isspace() else re.escape(piece) for piece in re.split(r"(\s+)", text)
+    )
 
 
 def assert_contains(

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.docs.reader import (
     EXAMPLE_TARGET,
@@ -34,6 +37,15 @@ from tests.e2e.process import grpcurl_dir, serve, server_env
 
 STEP_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 30.0
+
+
+def require(program: str, what: str) -> None:
+    """Skip unless `program` is on PATH (fail under CI=true, which installs it)."""
+    if shutil.which(program) is None:
+        reason = f"{what} needs {program}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def session_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -76,7 +88,11 @@ class Session:
         assert not unknown, f"{where}: uses ids {unknown} that no earlier answer printed"
         return self.examples.substitute(command)
 
-    def run(self, command: str, where: str, timeout_s: float = STEP_TIMEOUT_S) -> Result:
+    def run(
+        self, command: str, where: str, timeout_s: float = STEP_TIMEOUT_S, *, merge: bool = False
+    ) -> Result:
+        """Run one step; with `merge`, its stderr goes to its stdout, in the order a terminal
+        shows them."""
         dump = self.scratch / ".step-env"
         script = (  # set -a: the variables a step sets are exported, so env -0 sees them
             f"set -a\n{self.prepare(command, where)}\n__rc=$?\n"
@@ -86,7 +102,8 @@ class Session:
             ["bash", "-c", script],
             env=self.env,
             cwd=self.cwd,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             text=True,
             timeout=timeout_s,
         )
@@ -94,7 +111,7 @@ class Session:
             text = dump.read_text()
             dump.unlink()
             self.env = dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
-        return Result(done.returncode, done.stdout, done.stderr)
+        return Result(done.returncode, done.stdout, done.stderr or "")
 
     def check(
         self,
