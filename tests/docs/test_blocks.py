@@ -86,6 +86,12 @@ def test_every_kind_is_used_and_read() -> None:
         assert f'"{kind}"' in source or kind == "ci", f"{reader} does not read {kind!r} steps"
 
 
+def test_the_kinds_are_documented_for_contributors() -> None:
+    guide = (ROOT / "docs" / "development.md").read_text()
+    missing = [kind for kind in KINDS if f"`{kind}`" not in guide]
+    assert not missing, f"docs/development.md's table of kinds lacks {missing}"
+
+
 def test_few_blocks_are_not_run() -> None:
     not_run = [
         f"{name(path)}:{m.line}: {m.rest}"
