@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def test_a_docker_worker_runs_the_example_image(tmp_path: Path) -> None:
             replace={
                 EXAMPLE_TARGET: target,
                 "docker build ": f"docker build -q --build-arg BASE={base} ",
+                # A worker sweeps the containers labelled with its id: one of its own, so that
+                # it never takes another test's (on the same engine) for its orphans.
+                "--worker-id d1 ": f"--worker-id d1-{uuid.uuid4().hex[:8]} ",
             },
         )
         with ExitStack() as stack:
