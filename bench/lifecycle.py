@@ -127,6 +127,8 @@ class Lifecycle:
         self.claimed_at: dict[str, float] = {}
         self.errors: Counter[str] = Counter()
         self.calls = 0
+        # Seconds each call took, by kind (create, heartbeat, claim, started, completed).
+        self.took: dict[str, list[float]] = {}
         self.producing = True
         self.stopping = False
         self.room = asyncio.Event()
@@ -137,17 +139,22 @@ class Lifecycle:
         n = i % len(self.channels)
         return self.runs[n], self.workers[n]
 
+    def _took(self, kind: str, t0: float) -> None:
+        self.took.setdefault(kind, []).append(time.monotonic() - t0)
+
     def _error(self, where: str, err: grpc.aio.AioRpcError) -> None:
         self.errors[f"{where}:{err.code().name}"] += 1
 
     async def create_one(self, i: int) -> None:
         runs, _ = self._stub(i)
         req = runs_pb2.CreateRunRequest(image="bench/op:1", inputs={"n": i}, priority=5)
+        t0 = time.monotonic()
         try:
             resp = await runs.CreateRun(req, timeout=30)
         except grpc.aio.AioRpcError as err:
             self._error("create", err)
             return
+        self._took("create", t0)
         self.calls += 1
         self.created[resp.run.id] = time.monotonic()
 
@@ -183,8 +190,10 @@ class Lifecycle:
                 resources=RESOURCES,
                 running=[workers_pb2.HeldAttempt(run_id=r, attempt=a) for r, a in running.items()],
             )
+            t0 = time.monotonic()
             try:
                 await workers.Heartbeat(req, timeout=30)
+                self._took("heartbeat", t0)
                 self.calls += 1
             except grpc.aio.AioRpcError as err:
                 self._error("heartbeat", err)
@@ -198,6 +207,7 @@ class Lifecycle:
         beating = asyncio.create_task(heartbeats())
         try:
             while not self.stopping:
+                t0 = time.monotonic()
                 try:
                     resp = await workers.ClaimRuns(
                         workers_pb2.ClaimRunsRequest(
@@ -211,6 +221,8 @@ class Lifecycle:
                     continue
                 self.calls += 1
                 now = time.monotonic()
+                if resp.claims:
+                    self._took("claim", t0)
                 for c in resp.claims:
                     self.claimed_at.setdefault(c.run.id, now)
                     running[c.run.id] = c.attempt
@@ -226,18 +238,22 @@ class Lifecycle:
         runs, _ = self._stub(n)
         run = claim.run
         try:
+            t0 = time.monotonic()
             await runs.AddEvent(
                 runs_pb2.AddEventRequest(
                     run_id=run.id, attempt=claim.attempt, type=runs_pb2.EVENT_TYPE_STARTED
                 ),
                 timeout=30,
             )
+            self._took("started", t0)
             self.calls += 1
             done = runs_pb2.AddEventRequest(
                 run_id=run.id, attempt=claim.attempt, type=runs_pb2.EVENT_TYPE_COMPLETED
             )
             done.payload.update({"outputs": {"ok": True}})
+            t0 = time.monotonic()
             await runs.AddEvent(done, timeout=30)
+            self._took("completed", t0)
             self.calls += 1
         except grpc.aio.AioRpcError as err:
             self._error("finish", err)
@@ -275,7 +291,16 @@ class Lifecycle:
     def check(self) -> dict[str, Any]:
         twice = sum(1 for n in self.completed.values() if n > 1)
         never = len(set(self.created) - set(self.completed))
+        took = {
+            kind: {
+                "n": len(v),
+                "p50_ms": round(percentile(sorted(v), 0.5) * 1000, 2),
+                "p99_ms": round(percentile(sorted(v), 0.99) * 1000, 2),
+            }
+            for kind, v in self.took.items()
+        }
         return {
+            "call_ms": took,
             "created": len(self.created),
             "completed": len(self.completed),
             "completed_twice": twice,

@@ -336,6 +336,47 @@ class Options:
     list_sizes: tuple[int, ...]
     started_runs: int
     rounds: int = 3
+    # Workers heartbeating every second beside the unary figures (the workload's background).
+    idle_workers: int = 0
+
+
+async def _heartbeats(targets: tuple[str, ...], n: int) -> None:
+    """n workers, each a Heartbeat every second (spread over the second), until killed."""
+    from gyoza.v1 import workers_pb2, workers_pb2_grpc
+
+    channels = [grpc.aio.insecure_channel(t) for t in targets]
+    stubs = [workers_pb2_grpc.WorkerServiceStub(c) for c in channels]
+
+    async def beat(i: int) -> None:
+        await asyncio.sleep(i / n)
+        req = workers_pb2.HeartbeatRequest(
+            worker_id=f"idle-{i}", resources=workers_pb2.Resources(cpu=8, ram_mb=16_000)
+        )
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await stubs[i % len(stubs)].Heartbeat(req, timeout=10)
+            await asyncio.sleep(1.0)
+
+    await asyncio.gather(*(beat(i) for i in range(n)))
+
+
+def _heartbeats_main(targets: tuple[str, ...], n: int) -> None:
+    asyncio.run(_heartbeats(targets, n))
+
+
+@contextlib.contextmanager
+def idle_workers(targets: tuple[str, ...], n: int) -> Any:
+    """A process of n workers heartbeating every second, for the block."""
+    if n <= 0:
+        yield
+        return
+    proc = mp.get_context("spawn").Process(target=_heartbeats_main, args=(targets, n))
+    proc.start()
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.join(5)
 
 
 def _say(text: str) -> None:
@@ -363,26 +404,8 @@ async def bench_gyoza(
     ):
         targets = tuple(s.address for s in servers)
         ids = await started_runs(targets[0], opts.started_runs)
-        for c in opts.concurrency:
-            for n in range(opts.rounds):
-                for kind in ("echo", "floor_create", "create", "add_event", "get"):
-                    own = kind in ("echo", "floor_create")
-                    spec = LoadSpec(
-                        kind,
-                        (bare.address,) if own else targets,
-                        c,
-                        opts.seconds,
-                        opts.warmup,
-                        () if own else tuple(ids),
-                    )
-                    setup = {"echo": "ceiling", "floor_create": "floor"}.get(kind, label)
-                    result = run_load(spec, [bare] if own else servers)
-                    out.append({"setup": setup, "of": label, "round": n, **result})
-                    r = out[-1]
-                    _say(
-                        f"{setup} {kind} c={c} round {n + 1}: {r['calls_per_s']}/s "
-                        f"p99 {r['p99_ms']} ms {r['errors']}"
-                    )
+        with idle_workers(targets, opts.idle_workers):
+            await _unary_rounds(opts, label, bare, servers, ids, out)
     if not with_lists:
         return out
     async with (
@@ -404,6 +427,38 @@ async def bench_gyoza(
                 r = out[-1]
                 _say(f"{label} {kind} with {size} runs: p50 {r['p50_ms']} p99 {r['p99_ms']} ms")
     return out
+
+
+async def _unary_rounds(
+    opts: Options,
+    label: str,
+    bare: EchoServer,
+    servers: Sequence[ServerProcess],
+    ids: list[str],
+    out: list[dict[str, Any]],
+) -> None:
+    """Each round: the echo ceiling, the floor CreateRun, gyoza-grpc's calls, back to back."""
+    targets = tuple(s.address for s in servers)
+    for c in opts.concurrency:
+        for n in range(opts.rounds):
+            for kind in ("echo", "floor_create", "create", "add_event", "get"):
+                own = kind in ("echo", "floor_create")
+                spec = LoadSpec(
+                    kind,
+                    (bare.address,) if own else targets,
+                    c,
+                    opts.seconds,
+                    opts.warmup,
+                    () if own else tuple(ids),
+                )
+                setup = {"echo": "ceiling", "floor_create": "floor"}.get(kind, label)
+                result = run_load(spec, [bare] if own else servers)
+                out.append({"setup": setup, "of": label, "round": n, **result})
+                r = out[-1]
+                _say(
+                    f"{setup} {kind} c={c} round {n + 1}: {r['calls_per_s']}/s "
+                    f"p99 {r['p99_ms']} ms {r['errors']}"
+                )
 
 
 def run_side_benchmark(script: str, args: list[str], tmp: Path) -> dict[str, Any]:
@@ -512,6 +567,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--list-sizes", default="10000,1000000", help="runs stored for ListRuns")
     p.add_argument("--started-runs", type=int, default=1000, help="runs AddEvent/GetRun use")
+    p.add_argument(
+        "--idle-workers",
+        type=int,
+        default=0,
+        help="workers heartbeating every second beside the unary figures (issue 17: 8)",
+    )
     p.add_argument("--with-watch", action="store_true", help="also run bench/watch_fanout.py")
     p.add_argument("--with-claims", action="store_true", help="also run bench/claims.py")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -526,6 +587,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         list_sizes=tuple(int(n) for n in args.list_sizes.split(",") if n),
         started_runs=args.started_runs,
         rounds=args.rounds,
+        idle_workers=args.idle_workers,
     )
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

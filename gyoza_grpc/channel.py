@@ -1,18 +1,16 @@
-"""Client channels to a gyoza-grpc server, and the connection flags every client shares.
+"""The connection flags and environment every client of a gyoza-grpc server shares.
 
-The key travels as `x-api-key` metadata, added by a client interceptor to every call (unary
-and streaming alike), so it works over TLS and plaintext channels the same way (gRPC's call
-credentials refuse plaintext channels). `gyoza-grpc worker` (grpc.aio) and the client commands
-`runs`, `definitions`, `workers` (blocking grpc) take the same flags and environment variables
-from `add_connection_flags` and build the same `Connection` with `connection_from_args`.
+`gyoza-grpc worker` and the client commands `runs`, `definitions`, `workers` take the same
+flags and environment variables from `add_connection_flags`, read into a `Connection` by
+`connection_from_args`; `gyoza_grpc.client` reads the same environment variables when it is
+given no arguments. The channel itself (options, keepalive, the key as `x-api-key` metadata
+on every call, deadlines, retries) is the client's: `gyoza_grpc.client.transport`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,118 +33,13 @@ def env_flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _with_key(details: Any, key: str, *, aio: bool) -> Any:
-    pairs = [(k, v) for k, v in (details.metadata or ()) if k != API_KEY_HEADER]
-    pairs.append((API_KEY_HEADER, key))
-    return details._replace(metadata=grpc.aio.Metadata(*pairs) if aio else tuple(pairs))
-
-
-# grpc.aio files each interceptor under the first of the four kinds it is an instance of,
-# so each kind needs its own class.
-class _UnaryUnaryKey(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_with_key(details, self._key, aio=True), request)
-
-
-class _UnaryStreamKey(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_with_key(details, self._key, aio=True), request)
-
-
-class _StreamUnaryKey(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(_with_key(details, self._key, aio=True), requests)
-
-
-class _StreamStreamKey(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(_with_key(details, self._key, aio=True), requests)
-
-
-def api_key_interceptors(key: str) -> list[Any]:
-    """grpc.aio client interceptors that add `x-api-key: KEY` to every call's metadata."""
-    kinds = (_UnaryUnaryKey, _UnaryStreamKey, _StreamUnaryKey, _StreamStreamKey)
-    return [kind(key) for kind in kinds]
-
-
-class _BlockingKey(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
-    """The same for a blocking channel (`grpc.intercept_channel` takes one for all kinds)."""
-
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(_with_key(details, self._key, aio=False), request)
-
-    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(_with_key(details, self._key, aio=False), request)
-
-    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(_with_key(details, self._key, aio=False), requests)
-
-    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(_with_key(details, self._key, aio=False), requests)
-
-
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """How to reach a server: its address, the API key, TLS (None: plaintext), and the
-    deadline of each call (None: none; the client commands' --timeout)."""
+    """How to reach a server: its address, the API key, and TLS (None: plaintext)."""
 
     target: str
     api_key: str = field(default="", repr=False)
     credentials: grpc.ChannelCredentials | None = None
-    timeout_s: float | None = None
-
-    def open(self, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-        """A grpc.aio channel; close it (or use `async with`)."""
-        return open_channel(
-            self.target, api_key=self.api_key, credentials=self.credentials, options=options
-        )
-
-    @contextmanager
-    def blocking(self) -> Iterator[grpc.Channel]:
-        """A blocking channel, closed on exit: for synchronous clients such as the CLI."""
-        if self.credentials is None:
-            raw = grpc.insecure_channel(self.target)
-        else:
-            raw = grpc.secure_channel(self.target, self.credentials)
-        try:
-            yield grpc.intercept_channel(raw, _BlockingKey(self.api_key)) if self.api_key else raw
-        finally:
-            raw.close()
-
-
-def open_channel(
-    target: str,
-    *,
-    api_key: str = "",
-    credentials: grpc.ChannelCredentials | None = None,
-    options: Sequence[tuple[str, Any]] = (),
-) -> grpc.aio.Channel:
-    """A grpc.aio channel to `target`: TLS with `credentials`, else plaintext; every call
-    carries `api_key` (when given) as `x-api-key` metadata."""
-    interceptors = api_key_interceptors(api_key) if api_key else None
-    if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def add_target_flag(parser: Any, what: str = "the server") -> None:

@@ -46,7 +46,7 @@ from gyoza_grpc.ops.log_format import flush_access_lines
 from gyoza_grpc.ops.metrics import ServerMetrics
 from gyoza_grpc.store.db_errors import translate
 from gyoza_grpc.store.definition_store import DefinitionStore
-from gyoza_grpc.store.engine import Engines, make_engines
+from gyoza_grpc.store.engine import Engines, make_engines, open_transactions
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.schema import ensure_schema
 from gyoza_grpc.store.stats_store import StatsStore
@@ -144,6 +144,7 @@ class GyozaServer:
         flush_access_lines()  # the drained calls' lines now, not up to 50 ms later
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
+        await self.store.transactions.close()
         await self.engines.dispose()
 
 
@@ -189,19 +190,14 @@ async def start_server(
             run_changes.note_created(run)
 
     replica_id = new_replica_id()
-    store = RunStore(
-        engines,
-        clock=clock,
-        on_events=on_events,
-        on_created=on_created,
-        wakeup_origin=replica_id,
-    )
+    transactions = open_transactions(engines, origin=replica_id)
+    store = RunStore(transactions, clock=clock, on_events=on_events, on_created=on_created)
     worker_store = WorkerStore(store)
     wakeup = None
-    if not engines.is_sqlite:
+    if engines.postgres is not None:
         run_changes = ReplicaRunChanges(run_feed, store)
         wakeup = PgWakeup.for_engine(
-            engines.read,
+            engines.postgres,
             replica_id=replica_id,
             store=store,
             workers=worker_store,
@@ -223,7 +219,7 @@ async def start_server(
         # before anything else looks at the call.
         interceptors = [access_log, AuthInterceptor(config.api_keys), decode_errors]
         server = grpc.aio.server(options=options, interceptors=interceptors)
-        services: grpc.aio.Server = server
+        services: grpc.aio.Server | WrappingServer = server
     else:
         # Nothing depends on the call: each handler is wrapped once, as it is added.
         server = grpc.aio.server(options=options)
@@ -248,7 +244,7 @@ async def start_server(
     )
     definitions_pb2_grpc.add_DefinitionServiceServicer_to_server(
         DefinitionServicer(
-            DefinitionStore(engines, store, clock=clock), store, clock=clock, limits=limits
+            DefinitionStore(transactions, clock=clock), store, clock=clock, limits=limits
         ),
         services,
     )

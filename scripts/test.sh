@@ -5,8 +5,9 @@
 # server answers on 127.0.0.1:5432, they use its `postgres` database as user `postgres`
 # (trust auth); otherwise they skip, saying why (under CI=true they fail instead).
 # Arguments go to pytest:   ./scripts/test.sh -m e2e -x
-# The tests run in parallel, one pytest-xdist worker per core (GYOZA_TEST_WORKERS=0: in this
-# process, as plain pytest does).
+# The tests run in parallel, two pytest-xdist workers per core (many tests wait on timers,
+# sockets and processes more than they compute); GYOZA_TEST_WORKERS=N sets the number, 0 runs
+# them in this process, as plain pytest does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ if [[ -z ${GYOZA_TEST_POSTGRES_URL:-} ]]; then
 fi
 
 status=0
-workers=${GYOZA_TEST_WORKERS:-auto}
+workers=${GYOZA_TEST_WORKERS:-$((2 * $(nproc)))}
 parallel=()
 [[ $workers != 0 ]] && parallel=(-n "$workers")
 .venv/bin/pytest "${parallel[@]}" "$@" || status=$?

@@ -24,23 +24,26 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 async def database_problems(url: str) -> list[str]:
     """Every inconsistency found (an empty list when the database is sound)."""
     engines = make_engines(url, pool_size=1)
+    problems: list[str] = []
+
+    def read(conn: sa.Connection) -> tuple[list[Any], ...]:
+        if engines.is_sqlite:
+            check = conn.exec_driver_sql("PRAGMA integrity_check").scalars().all()
+            if list(check) != ["ok"]:
+                problems.append(f"integrity_check: {check}")
+            dangling = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if dangling:
+                problems.append(f"foreign_key_check: {dangling[:5]}")
+        return (
+            list(conn.execute(sa.select(runs)).all()),
+            list(conn.execute(sa.select(attempts)).all()),
+            list(conn.execute(sa.select(events).order_by(events.c.seq)).all()),
+            list(conn.execute(sa.select(topics)).all()),
+            list(conn.execute(sa.select(topic_events).order_by(topic_events.c.cursor)).all()),
+        )
+
     try:
-        async with engines.read.connect() as conn:
-            problems: list[str] = []
-            if engines.is_sqlite:
-                check = (await conn.exec_driver_sql("PRAGMA integrity_check")).scalars().all()
-                if list(check) != ["ok"]:
-                    problems.append(f"integrity_check: {check}")
-                dangling = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
-                if dangling:
-                    problems.append(f"foreign_key_check: {dangling[:5]}")
-            run_rows = (await conn.execute(sa.select(runs))).all()
-            attempt_rows = (await conn.execute(sa.select(attempts))).all()
-            event_rows = (await conn.execute(sa.select(events).order_by(events.c.seq))).all()
-            topic_rows = (await conn.execute(sa.select(topics))).all()
-            cursor_rows = (
-                await conn.execute(sa.select(topic_events).order_by(topic_events.c.cursor))
-            ).all()
+        run_rows, attempt_rows, event_rows, topic_rows, cursor_rows = await engines.run_sync(read)
     finally:
         await engines.dispose()
     by_run_attempts: dict[str, dict[int, Any]] = defaultdict(dict)

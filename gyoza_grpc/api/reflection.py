@@ -10,6 +10,7 @@ v1 itself), and its messages go on the wire with v1alpha's classes, whose encodi
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -62,8 +63,9 @@ def _ensure_v1_in_pool(pool: descriptor_pool.DescriptorPool) -> None:
         pool.AddSerializedFile(v1_file_descriptor().SerializeToString())
 
 
-def enable_server_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
-    """Reflection on `server` under both versions, listing `service_names` and themselves."""
+def enable_server_reflection(service_names: Iterable[str], server: Any) -> None:
+    """Reflection on `server` (a grpc.aio.Server, or a WrappingServer standing in for one)
+    under both versions, listing `service_names` and themselves."""
     _ensure_v1_in_pool(descriptor_pool.Default())
     names = (*service_names, *SERVICE_NAMES)
     servicer = reflection.aio.ReflectionServicer(names)

@@ -41,9 +41,11 @@ class _WrappedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
         return made[1]
 
 
-class WrappingServer(grpc.aio.Server):  # type: ignore[misc]
-    """Pass it where a grpc.aio.Server is expected to add services; it registers them, their
-    handlers wrapped, on `server`. Everything else goes straight to `server`."""
+class WrappingServer:
+    """Pass it to the generated `add_*Servicer_to_server` functions (and to health's and our
+    reflection's) in place of the server: it registers their services, handlers wrapped, on
+    `server`. Those functions call only the two methods below, so this is no grpc.aio.Server
+    subclass: nothing of grpc's own server class is skipped or reached into."""
 
     def __init__(self, server: grpc.aio.Server, wrap: Wrap) -> None:
         self._server = server
@@ -64,18 +66,3 @@ class WrappingServer(grpc.aio.Server):  # type: ignore[misc]
                 for name, handler in method_handlers.items()
             },
         )
-
-    def add_insecure_port(self, address: str) -> int:
-        return int(self._server.add_insecure_port(address))
-
-    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
-        return int(self._server.add_secure_port(address, server_credentials))
-
-    async def start(self) -> None:
-        await self._server.start()
-
-    async def stop(self, grace: float | None) -> None:
-        await self._server.stop(grace)
-
-    async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (grpc's signature)
-        return bool(await self._server.wait_for_termination(timeout))

@@ -1,19 +1,28 @@
-"""`AsyncClient`: every call of gyoza-grpc's four services, for asyncio code.
+"""`AsyncClient`: every call of gyoza-grpc's five services, for asyncio code.
 
-The calls themselves live with their service (`runs`, `topics`, `definitions`, `workers`);
+The calls themselves live with their service (`runs`, `topics`, `definitions`, `workers`,
+`access`);
 this class gathers them over one `Transport` and owns the channel's life.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
-from gyoza.v1 import definitions_pb2_grpc, runs_pb2_grpc, topics_pb2_grpc, workers_pb2_grpc
+from gyoza.v1 import (
+    access_pb2_grpc,
+    definitions_pb2_grpc,
+    runs_pb2_grpc,
+    topics_pb2_grpc,
+    workers_pb2_grpc,
+)
+from gyoza_grpc.client.access import AccessCalls
 from gyoza_grpc.client.config import (
     DEFAULT_TIMEOUT,
     DEFAULT_WATCH_IDLE_TIMEOUT,
@@ -27,8 +36,10 @@ from gyoza_grpc.client.topics import TopicCalls
 from gyoza_grpc.client.transport import Transport
 from gyoza_grpc.client.workers import WorkerCalls
 
+Response = TypeVar("Response", bound=Message)
 
-class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls):
+
+class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls, AccessCalls):
     """A gyoza-grpc client for asyncio.
 
     Nothing is connected until the first call, which opens the channel in the running event
@@ -101,6 +112,11 @@ class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls):
         return self._transport.settings.target
 
     @property
+    def timeout(self) -> timedelta | None:
+        """Each call's deadline unless the call sets its own (None: no deadline)."""
+        return self._transport.settings.timeout
+
+    @property
     def channel(self) -> grpc.aio.Channel:
         """The grpc.aio channel (opened now if it was not): for calls the client lacks."""
         return self._transport.channel
@@ -127,6 +143,34 @@ class AsyncClient(RunCalls, TopicCalls, DefinitionCalls, WorkerCalls):
     @property
     def worker_service(self) -> workers_pb2_grpc.WorkerServiceAsyncStub:
         return self._transport.stubs.workers
+
+    @property
+    def access_service(self) -> access_pb2_grpc.AccessServiceAsyncStub:
+        return self._transport.stubs.access
+
+    async def call(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Message,
+        *,
+        retry: bool = False,
+        timeout: timedelta | None = None,
+        wait: timedelta | None = None,
+    ) -> Response:
+        """Send a request made by hand through a method of this client's stubs
+        (`client.run_service.ListRuns`), with what every call of the client gets: the API
+        key, the deadline (`timeout`, default the client's; plus `wait` for a long-poll),
+        retries after UNAVAILABLE when `retry` says the request is safe to send twice, and
+        errors raised as the server's GyozaError classes. For callers that build the
+        requests themselves (the REST gateway) or an RPC the calls above lack."""
+        response: Response = await self._transport.unary(
+            method,
+            request,
+            timeout=timeout,
+            retry=retry,
+            extra_s=0.0 if wait is None else wait.total_seconds(),
+        )
+        return response
 
     async def close(self) -> None:
         """Close the channel: calls in flight are cancelled, later calls refused."""

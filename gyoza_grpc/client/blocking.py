@@ -170,3 +170,6 @@ class Client:
     heartbeat = _blocking(AsyncClient.heartbeat)
     claim_runs = _blocking(AsyncClient.claim_runs)
     release_run = _blocking(AsyncClient.release_run)
+    wait_for_stop_orders = _blocking(AsyncClient.wait_for_stop_orders)
+    # AccessService
+    get_caller = _blocking(AsyncClient.get_caller)

@@ -18,6 +18,7 @@ import grpc
 from gyoza_grpc import __version__
 from gyoza_grpc.channel import (
     API_KEY_ENV,
+    API_KEY_HEADER,
     DEFAULT_TARGET,
     TARGET_ENV,
     TLS_CA_ENV,
@@ -98,7 +99,7 @@ class Settings:
     @property
     def metadata(self) -> tuple[tuple[str, str], ...] | None:
         """What every call sends: the API key as `x-api-key` (None when there is no key)."""
-        return (("x-api-key", self.api_key),) if self.api_key else None
+        return ((API_KEY_HEADER, self.api_key),) if self.api_key else None
 
 
 def resolve(

@@ -48,6 +48,14 @@ def from_rpc_error(err: grpc.RpcError) -> GyozaError:
     return cls(message or "", violations=violations, metadata=metadata, reason=reason)
 
 
+def sent_reason(err: GyozaError) -> str | None:
+    """The ErrorInfo reason the server sent with `err`, or None when its status carried none
+    (the server out of reach, a deadline passed, a proxy or another server answered):
+    `err.reason` is then only its class's default."""
+    given = vars(err).get("reason")  # GyozaError keeps a reason given to it on the instance
+    return given if isinstance(given, str) else None
+
+
 def status_code(err: GyozaError) -> grpc.StatusCode:
     """The grpc.StatusCode of an error (its `code` is the code's name)."""
     return grpc.StatusCode[err.code]

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -21,8 +21,13 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.message import Message
 
-from gyoza.v1 import definitions_pb2_grpc, runs_pb2_grpc, topics_pb2_grpc, workers_pb2_grpc
-from gyoza_grpc.channel import open_channel
+from gyoza.v1 import (
+    access_pb2_grpc,
+    definitions_pb2_grpc,
+    runs_pb2_grpc,
+    topics_pb2_grpc,
+    workers_pb2_grpc,
+)
 from gyoza_grpc.client.config import Settings
 from gyoza_grpc.client.errors import from_rpc_error
 from gyoza_grpc.client.watching import Resumable, follow
@@ -37,12 +42,26 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 @dataclass(frozen=True, slots=True)
 class Stubs:
-    """The generated grpc.aio stubs of the four services, over one channel."""
+    """The generated grpc.aio stubs of the five services, over one channel."""
 
     runs: runs_pb2_grpc.RunServiceAsyncStub
     topics: topics_pb2_grpc.TopicServiceAsyncStub
     definitions: definitions_pb2_grpc.DefinitionServiceAsyncStub
     workers: workers_pb2_grpc.WorkerServiceAsyncStub
+    access: access_pb2_grpc.AccessServiceAsyncStub
+
+
+def open_channel(
+    target: str,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to `target`: TLS with `credentials`, else plaintext. The API key
+    is no business of the channel: each call carries it in its metadata."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 class _Channel:
@@ -80,6 +99,7 @@ class _Channel:
                 cast(Any, topics_pb2_grpc.TopicServiceStub(self._channel)),
                 cast(Any, definitions_pb2_grpc.DefinitionServiceStub(self._channel)),
                 cast(Any, workers_pb2_grpc.WorkerServiceStub(self._channel)),
+                cast(Any, access_pb2_grpc.AccessServiceStub(self._channel)),
             )
         return self._stubs
 

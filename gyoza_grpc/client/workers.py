@@ -45,16 +45,20 @@ class WorkerCalls:
         resources: workers_pb2.Resources,
         tags: Iterable[str] = (),
         running: Iterable[tuple[str, int]] = (),
+        not_ready_reason: str = "",
         timeout: timedelta | None = None,
     ) -> workers_pb2.HeartbeatResponse:
         """Register the worker (first call) or renew its lease; `running` is the
-        (run_id, attempt) pairs it executes. The answer holds the lease and the attempts to
-        stop. Retried: a heartbeat states the worker's whole view, so a repeat is harmless."""
+        (run_id, attempt) pairs it executes, `not_ready_reason` why it claims nothing now
+        (at most 1,024 characters; "" when it is ready). The answer holds the lease and the
+        attempts to stop. Retried: a heartbeat states the worker's whole view, so a repeat is
+        harmless."""
         request = workers_pb2.HeartbeatRequest(
             worker_id=worker_id,
             resources=resources,
             tags=list(tags),
-            running=[workers_pb2.HeldAttempt(run_id=r, attempt=a) for r, a in running],
+            running=_held(running),
+            not_ready_reason=not_ready_reason,
         )
         resp: workers_pb2.HeartbeatResponse = await self._transport.unary(
             self._transport.stubs.workers.Heartbeat, request, timeout=timeout, retry=True
@@ -87,6 +91,29 @@ class WorkerCalls:
         )
         return list(resp.claims)
 
+    async def wait_for_stop_orders(
+        self,
+        worker_id: str,
+        *,
+        running: Iterable[tuple[str, int]],
+        wait: timedelta,
+        timeout: timedelta | None = None,
+    ) -> list[workers_pb2.StopOrder]:
+        """The stop orders for the (run_id, attempt) pairs of `running` (cancelled,
+        superseded, handed to another worker), as soon as there is one, or [] after `wait`
+        (at most 60 s); the deadline is `wait` plus `timeout`. Retried: it changes nothing."""
+        request = workers_pb2.WaitForStopOrdersRequest(
+            worker_id=worker_id, running=_held(running), wait=to_duration(wait)
+        )
+        resp = await self._transport.unary(
+            self._transport.stubs.workers.WaitForStopOrders,
+            request,
+            timeout=timeout,
+            retry=True,
+            extra_s=wait.total_seconds(),
+        )
+        return list(resp.stop)
+
     async def release_run(
         self, worker_id: str, run_id: str, attempt: int, *, timeout: timedelta | None = None
     ) -> runs_pb2.Run:
@@ -98,3 +125,7 @@ class WorkerCalls:
         )
         run: runs_pb2.Run = resp.run
         return run
+
+
+def _held(running: Iterable[tuple[str, int]]) -> list[workers_pb2.HeldAttempt]:
+    return [workers_pb2.HeldAttempt(run_id=r, attempt=a) for r, a in running]

@@ -1,8 +1,8 @@
 """The aiohttp application: one handler per route of `openapi.ROUTES`. Each reads its request
-with the route's tables (validation.py), makes its gRPC calls through upstream.Calls, and
-answers with the tables of responses.py.
+with the route's tables (validation.py), makes its gRPC calls through upstream.Calls (over
+gyoza_grpc.client's AsyncClient), and answers with the tables of responses.py.
 
-Errors become JSON in one middleware: the gateway's own 400/422 (HttpError), a gRPC status
+Errors become JSON in one middleware: the gateway's own 400/422 (HttpError), a failed call
 (errors.from_rpc), and aiohttp's routing 404/405, all as `{"detail": ...}`. A request aiohttp
 cannot parse (a request line or header over 8190 bytes) is answered as JSON by runner.py.
 """
@@ -16,12 +16,14 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
 from aiohttp import web
 
 from gyoza.v1 import runs_pb2
+from gyoza_grpc.client import AsyncClient, GyozaError, RetryConfig
 from gyoza_grpc.gateway import inbound
 from gyoza_grpc.gateway import responses as r
 from gyoza_grpc.gateway.dashboard import add_dashboard, ui_headers
@@ -34,6 +36,9 @@ from gyoza_grpc.gateway.validation import read_body, read_request
 log = logging.getLogger("gyoza_grpc.gateway")
 
 DEFAULT_TIMEOUT_S = 30.0
+# The reads (and creates with a request_id) are tried again after UNAVAILABLE for about a
+# second and a half: a server restarting, not a long outage, which a caller hears of as 503.
+RETRY = RetryConfig(max_attempts=5, max_backoff=timedelta(seconds=1))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INT64_MAX = 2**63 - 1
 
@@ -130,7 +135,7 @@ async def retry_run(c: Call) -> web.Response:
 async def cancel_run(c: Call) -> web.Response:
     try:
         return _run(await c.calls.cancel_run(c.run_id))
-    except grpc.aio.AioRpcError as err:
+    except GyozaError as err:
         error = from_rpc(err, c.run_id)
         if error.extra.get("reason") == "RUN_LOCKED" and "state" in error.extra.get("metadata", {}):
             # The original's words for this refusal.
@@ -245,7 +250,7 @@ def _route_handler(
         call = await read(request, route)
         try:
             return await handle(call)
-        except grpc.aio.AioRpcError as err:
+        except (GyozaError, grpc.aio.AioRpcError) as err:  # a call's, or a stream's own
             raise from_rpc(err, call.params.get("id") if "{id}" in route.path else None) from None
 
     return handler
@@ -265,9 +270,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def make_app(
-    target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, channel: grpc.aio.Channel | None = None
+    target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, client: AsyncClient | None = None
 ) -> web.Application:
-    """The gateway for the server at `target` (or over `channel`, which the caller owns)."""
+    """The gateway for the server at `target`, each call with a deadline of `timeout_s` (or
+    through `client`, which the caller owns). Only the callers' keys are sent, never one
+    of the gateway's own; the channel is plaintext, as `--target` says nothing of TLS."""
     # A trailing slash is Starlette's 307 to the path without it.
     slashes = web.normalize_path_middleware(
         append_slash=False,
@@ -278,11 +285,13 @@ def make_app(
     app = web.Application(middlewares=[slashes, json_errors, ui_headers])
 
     async def upstream(app: web.Application) -> AsyncIterator[None]:
-        ch = channel if channel is not None else grpc.aio.insecure_channel(target)
-        app[UPSTREAM] = Upstream(ch, timeout_s)
+        own = client or AsyncClient(
+            target, api_key="", tls=False, timeout=timedelta(seconds=timeout_s), retry=RETRY
+        )
+        app[UPSTREAM] = Upstream(own)
         yield
-        if channel is None:
-            await ch.close()
+        if client is None:
+            await own.close()
 
     async def end_streams(app: web.Application) -> None:
         app[UPSTREAM].end_streams()

@@ -11,23 +11,25 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-HTTP_STATUS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
+from gyoza_grpc.client import GyozaError
+from gyoza_grpc.client.errors import from_rpc_error, sent_reason
+
+# By gRPC status code name (a GyozaError's `code`).
+HTTP_STATUS: dict[str, int] = {
+    "INVALID_ARGUMENT": 400,
+    "OUT_OF_RANGE": 400,
     # The original: "400 if run is locked or event is invalid", "400 if run is already terminal".
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    "FAILED_PRECONDITION": 400,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "ABORTED": 409,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
 }
 # UNKNOWN, INTERNAL, DATA_LOSS, CANCELLED: the server (or the way to it) failed.
 DEFAULT_HTTP_STATUS = 500
@@ -69,7 +71,8 @@ def issue(
     return out
 
 
-def http_status(code: grpc.StatusCode) -> int:
+def http_status(code: str) -> int:
+    """The HTTP status of a gRPC status code (by name)."""
     return HTTP_STATUS.get(code, DEFAULT_HTTP_STATUS)
 
 
@@ -84,43 +87,34 @@ def run_not_found(run_id: str) -> HttpError:
     )
 
 
-def from_rpc(err: grpc.aio.AioRpcError, run_id: str | None = None) -> HttpError:
-    """A gRPC error as the HTTP answer. On a `/runs/{id}` route an unknown run, or an id the
+def from_rpc(err: GyozaError | grpc.RpcError, run_id: str | None = None) -> HttpError:
+    """A failed call as the HTTP answer: the client's GyozaError, or a stream's grpc error
+    (read by the client's table). On a `/runs/{id}` route an unknown run, or an id the
     server refuses to look up (empty, too long, a NUL), is the original's 404."""
-    body = rpc_error_body(err)
+    error = err if isinstance(err, GyozaError) else from_rpc_error(err)
+    body = rpc_error_body(error)
     if run_id is not None:
         if body.get("reason") == "RUN_NOT_FOUND":
             return run_not_found(run_id)
         fields = {v["field"] for v in body.get("errors", ())}
-        if err.code() == grpc.StatusCode.INVALID_ARGUMENT and fields and fields <= _ID_FIELDS:
+        if error.code == "INVALID_ARGUMENT" and fields and fields <= _ID_FIELDS:
             return run_not_found(run_id)
     detail = body.pop("detail")
-    return HttpError(http_status(err.code()), detail, **body)
+    return HttpError(http_status(error.code), detail, **body)
 
 
 _ID_FIELDS = {"id", "run_id"}
 
 
-def rpc_error_body(err: grpc.aio.AioRpcError) -> dict[str, Any]:
+def rpc_error_body(err: GyozaError) -> dict[str, Any]:
     """`{"detail": the gRPC message, "code": its name}` plus, when the server sent them, the
     ErrorInfo `reason`/`metadata` and the BadRequest field violations as `errors`."""
-    code = err.code()
-    body: dict[str, Any] = {"detail": err.details() or code.name, "code": code.name}
-    try:
-        status = rpc_status.from_call(err)
-    except ValueError:  # trailers that disagree with the status: keep the plain message
-        status = None
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            body["reason"] = info.reason
-            if info.metadata:
-                body["metadata"] = dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            body["errors"] = [
-                {"field": v.field, "description": v.description} for v in bad.field_violations
-            ]
+    body: dict[str, Any] = {"detail": err.message or err.code, "code": err.code}
+    reason = sent_reason(err)
+    if reason is not None:
+        body["reason"] = reason
+    if err.metadata:
+        body["metadata"] = dict(err.metadata)
+    if err.violations:
+        body["errors"] = [{"field": v.field, "description": v.description} for v in err.violations]
     return body

@@ -19,11 +19,20 @@ from typing import Any
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 
-# What pydantic's lax mode reads as an integer from a string: ASCII digits, `_` between
-# digits, an optional sign and `.0...`, inside whitespace (Rust's `str::trim`, Unicode
-# White_Space). Checked against pydantic itself in tests/gateway/test_schema_tables.py.
+# What pydantic's lax mode reads as an integer from a string (pydantic-core's `str_as_int`):
+# inside whitespace (Rust's `str::trim`, Unicode White_Space), a sign, then digits with single
+# `_` between them and an optional `.0...`. Zeros (and `_`) in front of the first other digit
+# are dropped before the rest is read, so the rest may be a zero, or even start with a minus
+# when no sign came before: "0-1" is -1, "0_-5" is -5, "+0-1" is -1, "-0-1" is refused. A
+# number of more than 4,300 digits is refused too (like any value out of a field's range,
+# which a string's pattern does not say). Checked against pydantic itself in
+# tests/gateway/test_schema_tables.py.
 _WS = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-LAX_INT_PATTERN = f"^{_WS}*[+-]?[0-9]+(?:_[0-9]+)*(?:\\.0+)?{_WS}*$"
+_NONZERO = "[1-9](?:_?[0-9])*"  # no `__`, no `_` at either end
+_EXACT = "(?:\\.0+)?"
+_SIGNED = f"[+-]?(?:(?:0[0_]*)?{_NONZERO}|0(?:[0_]*0)?){_EXACT}"
+_ZEROS_THEN_MINUS = f"\\+?0[0_]*-_?(?:0|{_NONZERO}){_EXACT}"
+LAX_INT_PATTERN = f"^{_WS}*(?:{_SIGNED}|{_ZEROS_THEN_MINUS}){_WS}*$"
 
 
 class Type(StrEnum):

@@ -1,7 +1,15 @@
 """Every gRPC call the gateway makes, and nothing else: handlers ask a `Calls` for protobuf
-messages and never touch a stub, so that moving the gateway onto another client is this file.
+messages and never touch a stub.
 
-A call that fails raises grpc.aio.AioRpcError; the handlers' middleware turns it into HTTP.
+The calls go through one `gyoza_grpc.client.AsyncClient` (its channel: keepalive, quick
+reconnection, answers up to 64 MiB), seen with each caller's API key (`with_api_key`): each
+call's deadline, the retries of the requests that are safe to send twice (reads, and creates
+that carry a request_id) and the errors come from it. A call that fails raises the server's
+GyozaError class; the handlers' middleware turns it into HTTP (errors.from_rpc).
+
+WatchEvents and WatchRuns are the stub's own streams, not the client's resuming watch: the
+browser's EventSource resumes (Last-Event-ID, or a fresh list for the runs feed), and
+heartbeats become SSE comments.
 """
 
 from __future__ import annotations
@@ -11,16 +19,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gyoza.v1 import (
-    access_pb2,
-    access_pb2_grpc,
-    definitions_pb2,
-    definitions_pb2_grpc,
-    runs_pb2,
-    runs_pb2_grpc,
-    workers_pb2,
-    workers_pb2_grpc,
-)
+from gyoza.v1 import access_pb2, definitions_pb2, runs_pb2, workers_pb2
+from gyoza_grpc.channel import API_KEY_HEADER
+from gyoza_grpc.client import AsyncClient
 
 Metadata = tuple[tuple[str, str], ...]
 # ListEvents answers at most this many events a call.
@@ -29,25 +30,16 @@ EVENTS_PAGE = 1000
 
 @dataclass
 class Upstream:
-    """The gRPC side: one channel for every request, and the open event streams (cancelled
-    on shutdown, so that they do not hold the gateway open)."""
+    """The gRPC side: one client (one channel) for every request, and the open event streams
+    (cancelled on shutdown, so that they do not hold the gateway open)."""
 
-    channel: grpc.aio.Channel
-    timeout_s: float
+    client: AsyncClient
     streams: set[grpc.aio.Call] = field(default_factory=set)
-    runs: runs_pb2_grpc.RunServiceStub = field(init=False)
-    definitions: definitions_pb2_grpc.DefinitionServiceStub = field(init=False)
-    workers: workers_pb2_grpc.WorkerServiceStub = field(init=False)
-    access: access_pb2_grpc.AccessServiceStub = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.runs = runs_pb2_grpc.RunServiceStub(self.channel)
-        self.definitions = definitions_pb2_grpc.DefinitionServiceStub(self.channel)
-        self.workers = workers_pb2_grpc.WorkerServiceStub(self.channel)
-        self.access = access_pb2_grpc.AccessServiceStub(self.channel)
 
     def calls(self, metadata: Metadata) -> Calls:
-        return Calls(self, metadata)
+        """The calls of a request with this metadata (its `x-api-key`, if any)."""
+        key = dict(metadata).get(API_KEY_HEADER, "")
+        return Calls(self, self.client.with_api_key(key))
 
     def end_streams(self) -> None:
         for call in list(self.streams):
@@ -56,44 +48,41 @@ class Upstream:
 
 @dataclass(frozen=True)
 class Calls:
-    """The calls of one HTTP request, all with its metadata (the caller's API key)."""
+    """The calls of one HTTP request, all with its API key (`client` is the caller's view)."""
 
     up: Upstream
-    metadata: Metadata
-
-    @property
-    def _opts(self) -> dict[str, object]:
-        return {"timeout": self.up.timeout_s, "metadata": self.metadata}
+    client: AsyncClient
 
     async def get_run(self, run_id: str) -> runs_pb2.Run:
         """The run with its current attempt's events."""
-        req = runs_pb2.GetRunRequest(id=run_id, view=runs_pb2.RUN_VIEW_FULL)
-        resp: runs_pb2.GetRunResponse = await self.up.runs.GetRun(req, **self._opts)
-        return resp.run
+        return await self.client.get_run(run_id, with_events=True)
 
     async def list_runs(
         self, req: runs_pb2.ListRunsRequest, *, with_events: bool = True
     ) -> runs_pb2.ListRunsResponse:
         req.view = runs_pb2.RUN_VIEW_FULL if with_events else runs_pb2.RUN_VIEW_BASIC
-        resp: runs_pb2.ListRunsResponse = await self.up.runs.ListRuns(req, **self._opts)
-        return resp
+        return await self.client.call(self.client.run_service.ListRuns, req, retry=True)
 
     async def create_run(self, req: runs_pb2.CreateRunRequest) -> runs_pb2.Run:
-        return await self.with_events((await self.up.runs.CreateRun(req, **self._opts)).run)
+        # With a request_id a repeat returns the first run; without, it could make a second.
+        resp = await self.client.call(
+            self.client.run_service.CreateRun, req, retry=bool(req.request_id)
+        )
+        return await self.with_events(resp.run)
 
     async def update_run(self, req: runs_pb2.UpdateRunRequest) -> runs_pb2.Run:
-        return await self.with_events((await self.up.runs.UpdateRun(req, **self._opts)).run)
+        resp = await self.client.call(self.client.run_service.UpdateRun, req)
+        return await self.with_events(resp.run)
 
     async def cancel_run(self, run_id: str) -> runs_pb2.Run:
-        req = runs_pb2.CancelRunRequest(id=run_id)
-        return await self.with_events((await self.up.runs.CancelRun(req, **self._opts)).run)
+        return await self.with_events(await self.client.cancel_run(run_id))
 
     async def retry_run(self, run_id: str) -> runs_pb2.Run:
-        req = runs_pb2.RetryRunRequest(id=run_id)
-        return await self.with_events((await self.up.runs.RetryRun(req, **self._opts)).run)
+        return await self.with_events(await self.client.retry_run(run_id))
 
     async def add_event(self, req: runs_pb2.AddEventRequest) -> runs_pb2.Run:
-        return await self.with_events((await self.up.runs.AddEvent(req, **self._opts)).run)
+        resp = await self.client.call(self.client.run_service.AddEvent, req)
+        return await self.with_events(resp.run)
 
     async def list_events(
         self, run_id: str, *, after: int | None = None, attempt: int = 0, limit: int = 0
@@ -101,8 +90,7 @@ class Calls:
         req = runs_pb2.ListEventsRequest(run_id=run_id, attempt=attempt, limit=limit)
         if after is not None:
             req.after = after
-        resp: runs_pb2.ListEventsResponse = await self.up.runs.ListEvents(req, **self._opts)
-        return resp
+        return await self.client.call(self.client.run_service.ListEvents, req, retry=True)
 
     async def with_events(self, run: runs_pb2.Run) -> runs_pb2.Run:
         """`run` (a write's answer, which has no events) with its current attempt's events as
@@ -122,79 +110,66 @@ class Calls:
             after = page.events[-1].seq
 
     async def list_attempts(self, run_id: str) -> Sequence[runs_pb2.Attempt]:
-        """Every attempt: the pages of ListAttempts (cut by the server's response budget)."""
-        found: list[runs_pb2.Attempt] = []
-        while True:
-            after = found[-1].attempt if found else 0
-            req = runs_pb2.ListAttemptsRequest(run_id=run_id, after=after)
-            resp: runs_pb2.ListAttemptsResponse = await self.up.runs.ListAttempts(req, **self._opts)
-            found.extend(resp.attempts)
-            if not resp.has_more or not resp.attempts:
-                return found
+        """Every attempt (the client reads the pages the server's response budget cut)."""
+        return await self.client.list_attempts(run_id)
 
     def watch_events(self, run_id: str, after: int | None) -> grpc.aio.UnaryStreamCall:
         """The WatchEvents stream (no deadline), cancelled with the others at shutdown."""
         req = runs_pb2.WatchEventsRequest(run_id=run_id)
         if after is not None:
             req.after = after
-        return self._stream(self.up.runs.WatchEvents(req, metadata=self.metadata))
+        return self._stream(self.client.run_service.WatchEvents(req, metadata=self.client.metadata))
 
     def watch_runs(self, req: runs_pb2.WatchRunsRequest) -> grpc.aio.UnaryStreamCall:
         """The WatchRuns stream (no deadline), cancelled with the others at shutdown."""
-        return self._stream(self.up.runs.WatchRuns(req, metadata=self.metadata))
+        return self._stream(self.client.run_service.WatchRuns(req, metadata=self.client.metadata))
 
     def _stream(self, call: grpc.aio.UnaryStreamCall) -> grpc.aio.UnaryStreamCall:
+        """A stub's own stream: its failure is a grpc.aio.AioRpcError (errors.from_rpc reads
+        it too)."""
         self.up.streams.add(call)
         call.add_done_callback(lambda _: self.up.streams.discard(call))
         return call
 
     async def check_run(self, run_id: str) -> None:
         """NOT_FOUND (or the key's refusal) unless the run exists: before a stream's 200."""
-        req = runs_pb2.GetRunRequest(id=run_id, view=runs_pb2.RUN_VIEW_BASIC)
-        await self.up.runs.GetRun(req, **self._opts)
+        await self.client.get_run(run_id)
 
     async def get_definition(self, name: str, version: str) -> definitions_pb2.Definition:
-        req = definitions_pb2.GetDefinitionRequest(name=name, version=version)
-        resp: definitions_pb2.GetDefinitionResponse = await self.up.definitions.GetDefinition(
-            req, **self._opts
-        )
-        return resp.definition
+        return await self.client.get_definition(name, version=version)
 
     async def create_run_from_definition(
         self, req: definitions_pb2.CreateRunFromDefinitionRequest
     ) -> runs_pb2.Run:
-        resp = await self.up.definitions.CreateRunFromDefinition(req, **self._opts)
+        resp = await self.client.call(
+            self.client.definition_service.CreateRunFromDefinition,
+            req,
+            retry=bool(req.request_id),
+        )
         return await self.with_events(resp.run)
 
     async def list_definitions(
         self, limit: int, starting_after: str
     ) -> definitions_pb2.ListDefinitionsResponse:
         req = definitions_pb2.ListDefinitionsRequest(limit=limit, starting_after=starting_after)
-        resp: definitions_pb2.ListDefinitionsResponse = await self.up.definitions.ListDefinitions(
-            req, **self._opts
+        return await self.client.call(
+            self.client.definition_service.ListDefinitions, req, retry=True
         )
-        return resp
 
     async def list_definition_versions(
         self, name: str
     ) -> definitions_pb2.ListDefinitionVersionsResponse:
         req = definitions_pb2.ListDefinitionVersionsRequest(name=name)
-        resp: definitions_pb2.ListDefinitionVersionsResponse = (
-            await self.up.definitions.ListDefinitionVersions(req, **self._opts)
+        return await self.client.call(
+            self.client.definition_service.ListDefinitionVersions, req, retry=True
         )
-        return resp
 
     async def list_workers(self) -> workers_pb2.ListWorkersResponse:
         req = workers_pb2.ListWorkersRequest()
-        resp: workers_pb2.ListWorkersResponse = await self.up.workers.ListWorkers(req, **self._opts)
-        return resp
+        return await self.client.call(self.client.worker_service.ListWorkers, req, retry=True)
 
     async def get_worker(self, worker_id: str) -> workers_pb2.Worker:
-        req = workers_pb2.GetWorkerRequest(worker_id=worker_id)
-        resp: workers_pb2.GetWorkerResponse = await self.up.workers.GetWorker(req, **self._opts)
-        return resp.worker
+        return await self.client.get_worker(worker_id)
 
     async def get_caller(self) -> access_pb2.GetCallerResponse:
-        req = access_pb2.GetCallerRequest()
-        resp: access_pb2.GetCallerResponse = await self.up.access.GetCaller(req, **self._opts)
-        return resp
+        return await self.client.get_caller()

@@ -1,4 +1,4 @@
-"""DefinitionStore: op definitions, one row per (name, version), each operation one transaction.
+"""DefinitionStore: op definitions, one row per (name, version), each operation one unit of work.
 
 A version is immutable: adding it again with the same body (same fingerprint) is a no-op, with
 another body ALREADY_EXISTS. The insert is `INSERT ... ON CONFLICT DO NOTHING RETURNING`, so
@@ -12,7 +12,6 @@ they inherited, and the same body added again restores the version.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gyoza_grpc.domain.clock import Clock, from_us, to_us, utc_now
 from gyoza_grpc.domain.definitions import (
@@ -32,10 +30,9 @@ from gyoza_grpc.domain.definitions import (
 from gyoza_grpc.domain.errors import AlreadyExists
 from gyoza_grpc.domain.inputs import InputSpec, InputType
 from gyoza_grpc.domain.model import JSON, Constraints, EventDelivery, RetryPolicy
-from gyoza_grpc.store.engine import Engines
 from gyoza_grpc.store.rows import dumps, loads
-from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.tables import definitions
+from gyoza_grpc.store.transactions import Transactions, Tx
 
 _US = timedelta(microseconds=1)
 _VISIBLE = sa.not_(definitions.c.deleted)
@@ -112,18 +109,9 @@ def _from_row(row: Mapping[Any, Any]) -> Definition:
 
 
 class DefinitionStore:
-    def __init__(self, engines: Engines, run_store: RunStore, *, clock: Clock = utc_now) -> None:
-        self._engines = engines
+    def __init__(self, transactions: Transactions, *, clock: Clock = utc_now) -> None:
+        self._tx = transactions
         self._clock = clock
-        # Write through the run store's transactions: on SQLite all writers of the process
-        # queue behind one lock instead of waiting on each other in busy timeouts.
-        self._runs = run_store
-
-    def _write(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
-        return self._runs.write_transaction()
-
-    def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
-        return self._runs.read_transaction()
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -132,35 +120,38 @@ class DefinitionStore:
         and whether anything changed: False when the same version was already there with
         the same body; a deleted version re-sent with its body is restored (True)."""
         assert d.created_at is not None
+        created_us = to_us(d.created_at)
         fingerprint = definition_fingerprint(d)
-        insert = (sqlite_insert if self._engines.is_sqlite else pg_insert)(definitions)
-        stmt = (
-            insert.values(
-                name=d.name,
-                version=d.version,
-                version_key=d.semver.key,
-                body=_body(d),
-                body_hash=fingerprint,
-                deleted=False,
-                created_at=to_us(d.created_at),
-                deleted_at=None,
+
+        def work(tx: Tx) -> tuple[Definition, bool]:
+            insert = (sqlite_insert if tx.is_sqlite else pg_insert)(definitions)
+            stmt = (
+                insert.values(
+                    name=d.name,
+                    version=d.version,
+                    version_key=d.semver.key,
+                    body=_body(d),
+                    body_hash=fingerprint,
+                    deleted=False,
+                    created_at=created_us,
+                    deleted_at=None,
+                )
+                # Any unique conflict, (name, version) or (name, version_key): with one
+                # arbiter index, a concurrent insert's conflict on the other index escaped as
+                # an IntegrityError (INTERNAL) on PostgreSQL.
+                .on_conflict_do_nothing()
+                .returning(definitions.c.name)
             )
-            # Any unique conflict, (name, version) or (name, version_key): with one arbiter
-            # index, a concurrent insert's conflict on the other index escaped as an
-            # IntegrityError (INTERNAL) on PostgreSQL.
-            .on_conflict_do_nothing()
-            .returning(definitions.c.name)
-        )
-        async with self._write() as conn:
-            if (await conn.execute(stmt)).first() is not None:
+            conn = tx.conn
+            if conn.execute(stmt).first() is not None:
                 return d, True
             # The version exists (committed, possibly by a concurrent upsert we waited for).
             select = sa.select(definitions).where(
                 definitions.c.name == d.name, definitions.c.version == d.version
             )
-            if not self._engines.is_sqlite:
+            if not tx.is_sqlite:
                 select = select.with_for_update()
-            found = (await conn.execute(select)).first()
+            found = conn.execute(select).first()
             if found is None:
                 raise AlreadyExists(
                     f"definition '{d.name}' already has a version that sorts equal to "
@@ -178,12 +169,14 @@ class DefinitionStore:
                 )
             if not row["deleted"]:
                 return _from_row(row), False
-            await conn.execute(
+            conn.execute(
                 definitions.update()
                 .where(definitions.c.name == d.name, definitions.c.version == d.version)
                 .values(deleted=False, deleted_at=None)
             )
             return _from_row(row), True
+
+        return await self._tx.write(work)
 
     async def delete(self, name: str, version: str = "") -> list[str]:
         """Mark `name`'s `version` (every version when empty) deleted; returns the versions
@@ -197,8 +190,11 @@ class DefinitionStore:
             .values(deleted=True, deleted_at=to_us(self._clock()))
             .returning(definitions.c.version)
         )
-        async with self._write() as conn:
-            deleted = [r.version for r in await conn.execute(stmt)]
+
+        def work(tx: Tx) -> list[str]:
+            return [r.version for r in tx.conn.execute(stmt)]
+
+        deleted = await self._tx.write(work)
         if not deleted:
             raise definition_not_found(name, version)
         return sorted(deleted, key=Version.parse, reverse=True)
@@ -212,8 +208,11 @@ class DefinitionStore:
             stmt = stmt.where(definitions.c.version == version)
         else:
             stmt = stmt.order_by(definitions.c.version_key.desc()).limit(1)
-        async with self._read() as conn:
-            row = (await conn.execute(stmt)).first()
+
+        def work(tx: Tx) -> Any:
+            return tx.conn.execute(stmt).first()
+
+        row = await self._tx.read(work)
         if row is None:
             raise definition_not_found(name, version)
         return _from_row(row._mapping)
@@ -225,8 +224,11 @@ class DefinitionStore:
             .where(definitions.c.name == name, _VISIBLE)
             .order_by(definitions.c.version_key.desc())
         )
-        async with self._read() as conn:
-            found = [_from_row(r._mapping) for r in await conn.execute(stmt)]
+
+        def work(tx: Tx) -> list[Definition]:
+            return [_from_row(r._mapping) for r in tx.conn.execute(stmt)]
+
+        found = await self._tx.read(work)
         if not found:
             raise definition_not_found(name)
         return found
@@ -250,6 +252,9 @@ class DefinitionStore:
         if starting_after:
             stmt = stmt.where(definitions.c.name > starting_after)
         stmt = stmt.order_by(definitions.c.name).limit(limit + 1)
-        async with self._read() as conn:
-            found = (await conn.execute(stmt)).all()
+
+        def work(tx: Tx) -> list[Any]:
+            return list(tx.conn.execute(stmt).all())
+
+        found = await self._tx.read(work)
         return [_from_row(r._mapping) for r in found[:limit]], len(found) > limit

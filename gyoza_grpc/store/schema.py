@@ -57,14 +57,12 @@ def _upgrade(conn: Connection, revision: str) -> None:
 
 
 async def schema_status(engines: Engines) -> SchemaStatus:
-    async with engines.read.connect() as conn:
-        return await conn.run_sync(_status)
+    return await engines.run_sync(_status)
 
 
 async def migrate(engines: Engines, revision: str = "head") -> SchemaStatus:
     """Apply migrations up to `revision` in one transaction."""
-    async with engines.write.begin() as conn:
-        await conn.run_sync(_upgrade, revision)
+    await engines.run_sync(lambda conn: _upgrade(conn, revision), write=True)
     return await schema_status(engines)
 
 

@@ -1,14 +1,13 @@
 """Aggregate reads for health and metrics: a ping, runs by state, the queue, workers.
 
-Each is one read transaction over indexed columns (runs by state uses ix_runs_state_created,
-the queue ix_runs_claim, workers ix_workers_state_lease). They run on a timer, never per RPC.
-Runs by state still counts every run, so on SQLite (whose statements otherwise run on the
-event loop) the snapshot runs on a worker thread: a million runs must not stall the loop.
+Each is one transaction over indexed columns (runs by state uses ix_runs_state_created, the
+queue ix_runs_claim, workers ix_workers_state_lease). They run on a timer, never per RPC.
+Runs by state still counts every run, so they run off the event loop (Engines.run_sync: a
+thread on SQLite, a greenlet on PostgreSQL): a million runs must not stall the loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -43,25 +42,18 @@ class StatsStore:
 
     async def ping(self) -> None:
         """Raises when the database cannot answer a trivial query."""
-        async with self._engines.read.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await self._engines.run_sync(_ping)
 
     async def snapshot(self, now: datetime) -> StoreStats:
-        inline = self._engines.inline
-        if inline is not None:
+        return await self._engines.run_sync(lambda conn: _snapshot(conn, now))
 
-            def on_thread() -> StoreStats:
-                with inline.connect() as conn:
-                    return _snapshot(conn, now)
 
-            return await asyncio.to_thread(on_thread)
-        async with self._engines.read.begin() as conn:
-            return await conn.run_sync(_snapshot, now)
+def _ping(conn: Connection) -> None:
+    conn.execute(sa.text("SELECT 1"))
 
 
 def _snapshot(conn: Connection, now: datetime) -> StoreStats:
-    """The three aggregates (on SQLite's thread each statement sees its own moment: close
-    enough for gauges)."""
+    """The three aggregates, in one transaction."""
     by_state = sa.select(runs.c.state, sa.func.count()).group_by(runs.c.state)
     queue = (
         sa.select(runs.c.priority, sa.func.count(), sa.func.min(runs.c.created_at))

@@ -51,6 +51,13 @@ class Wakeups:
     def __bool__(self) -> bool:
         return bool(self.runs or self.topics or self.workers or self.stops or self.claimable)
 
+    def merge(self, other: Wakeups) -> None:
+        self.runs |= other.runs
+        self.topics |= other.topics
+        self.workers |= other.workers
+        self.stops |= other.stops
+        self.claimable |= other.claimable
+
     def add_events(self, run: Run, events: Sequence[Event]) -> None:
         if not events:
             return

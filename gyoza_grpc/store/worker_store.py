@@ -1,4 +1,4 @@
-"""WorkerStore: heartbeats, claims and evictions, each one transaction.
+"""WorkerStore: heartbeats, claims and evictions, each one unit of work.
 
 Claims lock the worker row (so one worker's claims serialise and see its own holdings), then
 take PENDING candidates with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite has one writer), and
@@ -12,18 +12,19 @@ back the ASSIGNED attempts its worker no longer reports (`_unreported`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.clock import from_us, to_us
 from gyoza_grpc.domain.errors import FailedPrecondition, NotFound
-from gyoza_grpc.domain.model import Constraints, EventType, Run, RunState, TopicEvent
+from gyoza_grpc.domain.model import Constraints, EventType, Run, RunState
 from gyoza_grpc.domain.placement import Capacity, Gpu, Held, free_capacity, place, take
 from gyoza_grpc.domain.state_machine import Transition
 from gyoza_grpc.domain.workers import (
@@ -36,7 +37,9 @@ from gyoza_grpc.domain.workers import (
     stop_orders,
 )
 from gyoza_grpc.store.run_store import RunStore
+from gyoza_grpc.store.sqlite_direct import mappings
 from gyoza_grpc.store.tables import attempts, lease_clock, runs, workers
+from gyoza_grpc.store.transactions import Tx
 
 _HOLDING = (RunState.ASSIGNED.value, RunState.RUNNING.value)
 # Candidates read per round while looking for runs that fit.
@@ -74,20 +77,20 @@ class WorkerDetail:
     held: list[HeldAttempt]
 
 
-def _worker_from_row(row: Any) -> Worker:
+def _worker_from_row(row: Mapping[str, Any]) -> Worker:
     return Worker(
-        worker_id=row.worker_id,
-        state=WorkerState(row.state),
+        worker_id=row["worker_id"],
+        state=WorkerState(row["state"]),
         resources=Capacity(
-            cpu=row.cpu,
-            ram_mb=row.ram_mb,
-            gpus=tuple(Gpu(g["gpu_id"], g["vram_mb"]) for g in json.loads(row.gpus)),
+            cpu=row["cpu"],
+            ram_mb=row["ram_mb"],
+            gpus=tuple(Gpu(g["gpu_id"], g["vram_mb"]) for g in json.loads(row["gpus"])),
         ),
-        tags=tuple(json.loads(row.tags)),
-        registered_at=from_us(row.registered_at),
-        last_heartbeat=from_us(row.last_heartbeat),
-        lease_expires_at=from_us(row.lease_expires_at),
-        not_ready_reason=row.not_ready_reason,
+        tags=tuple(json.loads(row["tags"])),
+        registered_at=from_us(row["registered_at"]),
+        last_heartbeat=from_us(row["last_heartbeat"]),
+        lease_expires_at=from_us(row["lease_expires_at"]),
+        not_ready_reason=row["not_ready_reason"],
     )
 
 
@@ -111,6 +114,7 @@ def _evicted(worker_id: str) -> FailedPrecondition:
 class WorkerStore:
     def __init__(self, run_store: RunStore) -> None:
         self._runs = run_store
+        self._tx = run_store.transactions
 
     @property
     def now(self) -> datetime:
@@ -130,15 +134,10 @@ class WorkerStore:
         """Register or renew a worker; an evicted one comes back as a new registration.
         An ASSIGNED attempt the worker does not report, and was handed before its previous
         heartbeat, goes back to PENDING (`_unreported`)."""
-        handed_back: list[tuple[Transition, list[TopicEvent]]] = []
-        async with self._runs.write_transaction() as conn:
-            found = (
-                await conn.execute(
-                    sa.select(workers.c.state, workers.c.last_heartbeat)
-                    .where(workers.c.worker_id == worker_id)
-                    .with_for_update()
-                )
-            ).first()
+
+        def work(tx: Tx) -> dict[str, RunView]:
+            conn = tx.conn
+            found = conn.execute(_WORKER_STATE, {"b_worker_id": worker_id}).first()
             now = self.now  # under the row lock, like a claim's (see `_unreported`)
             values = {
                 "state": WorkerState.ALIVE.value,
@@ -153,138 +152,44 @@ class WorkerStore:
                 "not_ready_reason": not_ready_reason,
             }
             if found is None:
-                await conn.execute(
+                conn.execute(
                     workers.insert().values(worker_id=worker_id, registered_at=to_us(now), **values)
                 )
             else:
                 if found.state == WorkerState.EVICTED.value:
                     values["registered_at"] = to_us(now)
-                await conn.execute(
-                    workers.update().where(workers.c.worker_id == worker_id).values(values)
-                )
+                conn.execute(_UPDATE_WORKER, {"b_worker_id": worker_id, **values})
                 if found.state == WorkerState.ALIVE.value:
                     reported = {(h.run_id, h.attempt) for h in running}
-                    for held in await self._unreported(conn, worker_id, found.last_heartbeat):
+                    for held in _unreported(conn, worker_id, found.last_heartbeat):
                         if (held.run_id, held.attempt) in reported:
                             continue
-                        run = await self._runs.load_run(conn, held.run_id)
+                        run = self._runs.load_run(tx, held.run_id)
                         t = state_machine.forget_unreported(run, worker_id, now)
                         if t.events:
-                            handed_back.append((t, await self._runs.write_transition(conn, run, t)))
-            views = await self._run_views(conn, [h.run_id for h in running])
+                            self._runs.write_transition(tx, run, t)
             # Its long-poll may wait on another replica: new capacity may fit a waiting run.
-            self._runs.wakeups(conn).workers.add(worker_id)
-        for t, published in handed_back:
-            self._runs.notify(t, published)
-        return stop_orders(worker_id, running, views)
+            tx.wakeups.workers.add(worker_id)
+            return _run_views(conn, [h.run_id for h in running])
 
-    async def _unreported(
-        self, conn: AsyncConnection, worker_id: str, previous_heartbeat_us: int
-    ) -> list[HeldAttempt]:
-        """The attempts ASSIGNED to the worker before its previous heartbeat. A claim answer still
-        on its way is not among them: the claim committed after that heartbeat (both lock the
-        worker's row, and read the clock under it), so it counts only from the next one, a
-        heartbeat interval after the worker had the previous answer. A run whose assignment
-        is older and that the worker still does not report never reached it."""
-        stmt = (
-            sa.select(runs.c.id, attempts.c.attempt)
-            .join(
-                attempts,
-                sa.and_(
-                    attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt
-                ),
-            )
-            .where(
-                attempts.c.worker_id == worker_id,
-                attempts.c.state == RunState.ASSIGNED.value,
-                # updated_at: when it was assigned, or later (an edit): never too early.
-                runs.c.updated_at < previous_heartbeat_us,
-            )
-            .order_by(runs.c.id)
-        )
-        return [HeldAttempt(r.id, r.attempt) for r in await conn.execute(stmt)]
+        views = await self._tx.write(work, key=worker_id)
+        return stop_orders(worker_id, running, views)
 
     async def stop_orders(self, worker_id: str, running: Sequence[HeldAttempt]) -> list[StopOrder]:
         """The attempts in `running` that `worker_id` must abandon now (a read: WaitForStopOrders
         neither registers the worker nor renews its lease)."""
         if not running:
             return []
-        async with self._runs.read_transaction() as conn:
-            views = await self._run_views(conn, [h.run_id for h in running])
+        views = await self.run_views([h.run_id for h in running])
         return stop_orders(worker_id, running, views)
 
     async def run_views(self, run_ids: Sequence[str]) -> dict[str, RunView]:
         """What decides, for each of these runs, whether its holder may keep executing it."""
         if not run_ids:
             return {}
-        async with self._runs.read_transaction() as conn:
-            return await self._run_views(conn, list(run_ids))
-
-    async def _run_views(self, conn: AsyncConnection, run_ids: list[str]) -> dict[str, RunView]:
-        if not run_ids:
-            return {}
-        stmt = (
-            sa.select(runs.c.id, runs.c.state, runs.c.current_attempt, attempts.c.worker_id)
-            .join(
-                attempts,
-                sa.and_(
-                    attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt
-                ),
-            )
-            .where(runs.c.id.in_(run_ids))
-        )
-        return {
-            r.id: RunView(r.id, RunState(r.state), r.current_attempt, r.worker_id)
-            for r in await conn.execute(stmt)
-        }
+        return await self._tx.read(lambda tx: _run_views(tx.conn, list(run_ids)))
 
     # -- claims ----------------------------------------------------------------------------
-
-    async def _check_worker(
-        self, conn: AsyncConnection, worker_id: str, now: datetime, *, lock: bool
-    ) -> Worker:
-        """The worker, if registered and within its lease (its row locked when asked)."""
-        worker = await self._lock_worker(conn, worker_id, lock=lock)
-        self._check_lease(worker, now)
-        return worker
-
-    async def _lock_worker(
-        self, conn: AsyncConnection, worker_id: str, *, lock: bool = True
-    ) -> Worker:
-        stmt = sa.select(workers).where(workers.c.worker_id == worker_id)
-        if lock:
-            stmt = stmt.with_for_update()
-        row = (await conn.execute(stmt)).first()
-        if row is None:
-            raise _not_registered(worker_id)
-        return _worker_from_row(row)
-
-    @staticmethod
-    def _check_lease(worker: Worker, now: datetime) -> None:
-        if worker.state is WorkerState.EVICTED or worker.lease_expires_at < now:
-            raise _evicted(worker.worker_id)
-
-    async def _held(self, conn: AsyncConnection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
-        stmt = (
-            sa.select(
-                runs.c.id,
-                runs.c.cpu,
-                runs.c.ram_mb,
-                runs.c.vram_mb,
-                attempts.c.attempt,
-                attempts.c.gpu_id,
-            )
-            .join(attempts, attempts.c.run_id == runs.c.id)
-            .where(attempts.c.worker_id == worker_id, attempts.c.state.in_(_HOLDING))
-            .order_by(runs.c.id)
-        )
-        return [
-            (
-                Held(Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb), r.gpu_id),
-                HeldAttempt(r.id, r.attempt),
-            )
-            for r in await conn.execute(stmt)
-        ]
 
     async def claim(
         self, worker_id: str, max_runs: int, admit: Admit = _admit_all
@@ -293,122 +198,77 @@ class WorkerStore:
         to `admit` (the run as assigned, its GPU): once it says no, the answer has no room for
         more, and the claim ends there without assigning that run. Also returns, when nothing
         was claimed, the earliest time a backed-off PENDING run becomes claimable."""
-        claimed: list[ClaimedRun] = []
-        transitions: list[tuple[Transition, list[TopicEvent]]] = []
+
         # A read first: with nothing claimable, no write transaction (and on SQLite no turn
         # in the writer queue) is spent on this worker.
-        async with self._runs.read_transaction() as conn:
-            now = self.now
-            await self._check_worker(conn, worker_id, now, lock=False)
-            if not await self._any_claimable(conn, to_us(now)):
-                return [], await self._next_due(conn, to_us(now))
+        def check(tx: Tx) -> datetime | None:
+            now_us = to_us(self.now)
+            _check_lease(_lock_worker(tx.conn, worker_id, lock=False), from_us(now_us))
+            if mappings(tx.conn, _ANY_CLAIMABLE, {"b_now": now_us}):
+                return None
+            return _next_due(tx.conn, now_us)
+
+        due = await self._tx.read(check)
+        if due is not None:
+            return [], due
+        claim = partial(self._claim, worker_id, max_runs, admit)
+        return await self._tx.write(claim, key=worker_id)
+
+    def _claim(
+        self, worker_id: str, max_runs: int, admit: Admit, tx: Tx
+    ) -> tuple[list[ClaimedRun], datetime | None]:
+        conn = tx.conn
+        worker = _lock_worker(conn, worker_id, lock=True)
+        # Read under the worker's row lock, as heartbeats do: a claim and a heartbeat of one
+        # worker are stamped in the order they commit (see `_unreported`).
+        now = self.now
+        now_us = to_us(now)
+        _check_lease(worker, now)
+        free = free_capacity(worker.resources, (h for h, _ in _held(conn, worker_id)))
+        claimed: list[ClaimedRun] = []
         window = min(_CANDIDATE_WINDOW, max(8, 2 * max_runs))
-        async with self._runs.write_transaction() as conn:
-            worker = await self._lock_worker(conn, worker_id)
-            # Read under the worker's row lock, as heartbeats do: a claim and a heartbeat of
-            # one worker are stamped in the order they commit (see `_unreported`).
-            now = self.now
-            self._check_lease(worker, now)
-            free = free_capacity(
-                worker.resources, (h for h, _ in await self._held(conn, worker_id))
-            )
-            seen = 0
-            after: tuple[int, int, str] | None = None
-            full = False
-            while len(claimed) < max_runs and seen < _MAX_CANDIDATES and not full:
-                found = await self._candidates(conn, to_us(now), after, window)
-                if not found:
+        seen = 0
+        after: tuple[int, int, str] | None = None
+        full = False
+        while len(claimed) < max_runs and seen < _MAX_CANDIDATES and not full:
+            found = _candidates(conn, now_us, after, window)
+            if not found:
+                break
+            seen += len(found)
+            after = found[-1][1]
+            for run_id, _key, need in found:
+                if place(need, free) is None:
+                    continue  # decided from the candidate row, without loading the run
+                run = self._runs.load_run(tx, run_id)
+                if run.state is not RunState.PENDING:
+                    continue
+                placement = place(run.constraints, free)
+                if placement is None:
+                    continue
+                payload: dict[str, Any] = {"worker_id": worker_id}
+                if placement.gpu_id is not None:
+                    payload["gpu_id"] = placement.gpu_id
+                t = state_machine.append_event(
+                    run, state_machine.EventInput(EventType.ASSIGNED, payload=payload), now
+                )
+                if not admit(t.run, placement.gpu_id):
+                    full = True  # never assigned: a run the answer could not carry
                     break
-                seen += len(found)
-                after = found[-1][1]
-                for run_id, _key, need in found:
-                    if place(need, free) is None:
-                        continue  # decided from the candidate row, without loading the run
-                    run = await self._runs.load_run(conn, run_id)
-                    if run.state is not RunState.PENDING:
-                        continue
-                    placement = place(run.constraints, free)
-                    if placement is None:
-                        continue
-                    payload: dict[str, Any] = {"worker_id": worker_id}
-                    if placement.gpu_id is not None:
-                        payload["gpu_id"] = placement.gpu_id
-                    t = state_machine.append_event(
-                        run, state_machine.EventInput(EventType.ASSIGNED, payload=payload), now
-                    )
-                    if not admit(t.run, placement.gpu_id):
-                        full = True  # never assigned: a run the answer could not carry
-                        break
-                    transitions.append((t, await self._runs.write_transition(conn, run, t)))
-                    claimed.append(ClaimedRun(t.run, placement.gpu_id))
-                    free = take(free, run.constraints, placement.gpu_id)
-                    if len(claimed) >= max_runs:
-                        break
-            next_due = None if claimed else await self._next_due(conn, to_us(now))
-        for t, published in transitions:
-            self._runs.notify(t, published)
-        return claimed, next_due
+                self._runs.write_transition(tx, run, t)
+                claimed.append(ClaimedRun(t.run, placement.gpu_id))
+                free = take(free, run.constraints, placement.gpu_id)
+                if len(claimed) >= max_runs:
+                    break
+        return claimed, (None if claimed else _next_due(conn, now_us))
 
     async def any_claimable(self) -> bool:
         """Whether some PENDING run is claimable now (whoever it fits)."""
-        async with self._runs.read_transaction() as conn:
-            return await self._any_claimable(conn, to_us(self.now))
 
-    async def _any_claimable(self, conn: AsyncConnection, now_us: int) -> bool:
-        stmt = (
-            sa.select(runs.c.id)
-            .where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us)
-            .limit(1)
-        )
-        return (await conn.execute(stmt)).first() is not None
+        def work(tx: Tx) -> bool:
+            now_us = to_us(self.now)
+            return tx.conn.execute(_ANY_CLAIMABLE, {"b_now": now_us}).first() is not None
 
-    async def _candidates(
-        self,
-        conn: AsyncConnection,
-        now_us: int,
-        after: tuple[int, int, str] | None,
-        window: int,
-    ) -> list[tuple[str, tuple[int, int, str], Constraints]]:
-        """Claimable PENDING runs, highest priority then oldest first, locked (skipping
-        rows another claim holds), with the constraints that decide whether they fit."""
-        stmt = sa.select(
-            runs.c.id,
-            runs.c.priority,
-            runs.c.created_at,
-            runs.c.cpu,
-            runs.c.ram_mb,
-            runs.c.vram_mb,
-            runs.c.gpu_id,
-        ).where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= now_us)
-        if after is not None:
-            prio, created, rid = after
-            stmt = stmt.where(
-                sa.or_(
-                    runs.c.priority < prio,
-                    sa.and_(runs.c.priority == prio, runs.c.created_at > created),
-                    sa.and_(runs.c.priority == prio, runs.c.created_at == created, runs.c.id > rid),
-                )
-            )
-        stmt = (
-            stmt.order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.id)
-            .limit(window)
-            .with_for_update(skip_locked=True)
-        )
-        return [
-            (
-                r.id,
-                (r.priority, r.created_at, r.id),
-                Constraints(cpu=r.cpu, ram_mb=r.ram_mb, vram_mb=r.vram_mb, gpu_id=r.gpu_id),
-            )
-            for r in await conn.execute(stmt)
-        ]
-
-    async def _next_due(self, conn: AsyncConnection, now_us: int) -> datetime | None:
-        stmt = sa.select(sa.func.min(runs.c.next_attempt_at)).where(
-            runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at > now_us
-        )
-        due = (await conn.execute(stmt)).scalar()
-        return None if due is None else from_us(due)
+        return await self._tx.read(work)
 
     async def release(self, worker_id: str, run_id: str, attempt: int) -> Run:
         """ReleaseRun: the run's lock, the domain's rule (state_machine.release), one commit."""
@@ -429,99 +289,260 @@ class WorkerStore:
         to every ALIVE worker's lease (never past a full lease from now), so an outage does not
         evict the workers whose heartbeats it refused. The clock's row lock makes one sweep,
         on whichever replica comes first, credit a gap once."""
-        done: list[tuple[str, list[tuple[Transition, list[TopicEvent]]]]] = []
-        async with self._runs.write_transaction() as conn:
-            now = self.now
-            credited = await self._tick(conn, now, lease)
-            stmt = (
-                sa.select(workers.c.worker_id)
-                .where(
-                    workers.c.state == WorkerState.ALIVE.value,
-                    workers.c.lease_expires_at < to_us(now),
-                )
-                .order_by(workers.c.worker_id)
-                .with_for_update(skip_locked=True)
-            )
-            expired = [r.worker_id for r in await conn.execute(stmt)]
-            for worker_id in expired:
-                await conn.execute(
-                    workers.update()
-                    .where(workers.c.worker_id == worker_id)
-                    .values(state=WorkerState.EVICTED.value)
-                )
-                transitions = []
-                for _, held in await self._held(conn, worker_id):
-                    run = await self._runs.load_run(conn, held.run_id)
-                    t = state_machine.lose_worker(run, worker_id, now)
-                    if t.events:
-                        transitions.append((t, await self._runs.write_transition(conn, run, t)))
-                done.append((worker_id, transitions))
-        for _, transitions in done:
-            for t, published in transitions:
-                self._runs.notify(t, published)
-        return Sweep(evicted=[(w, [t for t, _ in ts]) for w, ts in done], credited=credited)
+        return await self._tx.write(partial(self._evict, lease))
 
-    async def _tick(self, conn: AsyncConnection, now: datetime, lease: timedelta) -> timedelta:
-        """Record this sweep on the lease clock and credit the leases with an outage; returns
-        the time credited. Without ALIVE workers nothing is written (a sweep with nothing to
-        do leaves SQLite's run cache alone), and the next gap is credited only up to a full
-        lease each."""
-        clock = (
-            await conn.execute(
-                sa.select(lease_clock.c.ticked_at).where(lease_clock.c.id == 1).with_for_update()
+    def _evict(self, lease: timedelta, tx: Tx) -> Sweep:
+        conn = tx.conn
+        now = self.now
+        credited = _tick(conn, now, lease)
+        stmt = (
+            sa.select(workers.c.worker_id)
+            .where(
+                workers.c.state == WorkerState.ALIVE.value,
+                workers.c.lease_expires_at < to_us(now),
             )
-        ).first()
-        alive = sa.select(workers.c.worker_id).where(workers.c.state == WorkerState.ALIVE.value)
-        if (await conn.execute(alive.limit(1))).first() is None:
-            return timedelta(0)
-        now_us = to_us(now)
-        if clock is None:
-            await conn.execute(lease_clock.insert().values(id=1, ticked_at=now_us))
-            return timedelta(0)
-        credit = timedelta(0)
-        if clock.ticked_at:
-            credit = outage_credit(now - from_us(clock.ticked_at), lease)
-        if credit:
-            cap = to_us(now + lease)  # what a heartbeat now would give
-            extended = workers.c.lease_expires_at + credit // timedelta(microseconds=1)
-            await conn.execute(
-                workers.update()
-                .where(
-                    workers.c.state == WorkerState.ALIVE.value,
-                    workers.c.lease_expires_at < cap,
-                )
-                .values(lease_expires_at=sa.case((extended < cap, extended), else_=cap))
-            )
-        await conn.execute(
-            lease_clock.update().where(lease_clock.c.id == 1).values(ticked_at=now_us)
+            .order_by(workers.c.worker_id)
+            .with_for_update(skip_locked=True)
         )
-        return credit
+        done: list[tuple[str, list[Transition]]] = []
+        for worker_id in [r.worker_id for r in conn.execute(stmt)]:
+            conn.execute(
+                workers.update()
+                .where(workers.c.worker_id == worker_id)
+                .values(state=WorkerState.EVICTED.value)
+            )
+            transitions = []
+            for _, held in _held(conn, worker_id):
+                run = self._runs.load_run(tx, held.run_id)
+                t = state_machine.lose_worker(run, worker_id, now)
+                if t.events:
+                    self._runs.write_transition(tx, run, t)
+                    transitions.append(t)
+            done.append((worker_id, transitions))
+        return Sweep(evicted=done, credited=credited)
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def _detail(self, conn: AsyncConnection, row: Any) -> WorkerDetail:
-        worker = _worker_from_row(row)
-        held = await self._held(conn, worker.worker_id)
-        return WorkerDetail(
-            worker=worker,
-            free=free_capacity(worker.resources, (h for h, _ in held)),
-            held=[a for _, a in held],
-        )
-
     async def get_worker(self, worker_id: str) -> WorkerDetail:
-        async with self._runs.read_transaction() as conn:
-            row = (
-                await conn.execute(sa.select(workers).where(workers.c.worker_id == worker_id))
-            ).first()
+        def work(tx: Tx) -> WorkerDetail:
+            row = tx.conn.execute(_WORKER, {"b_worker_id": worker_id}).first()
             if row is None:
                 raise NotFound(
                     f"worker '{worker_id}' not found",
                     reason="WORKER_NOT_FOUND",
                     metadata={"worker_id": worker_id},
                 )
-            return await self._detail(conn, row)
+            return _detail(tx.conn, row)
+
+        return await self._tx.read(work)
 
     async def list_workers(self) -> list[WorkerDetail]:
-        async with self._runs.read_transaction() as conn:
-            found = (await conn.execute(sa.select(workers).order_by(workers.c.worker_id))).all()
-            return [await self._detail(conn, row) for row in found]
+        def work(tx: Tx) -> list[WorkerDetail]:
+            found = tx.conn.execute(sa.select(workers).order_by(workers.c.worker_id)).all()
+            return [_detail(tx.conn, row) for row in found]
+
+        return await self._tx.read(work)
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+_WORKER = sa.select(workers).where(workers.c.worker_id == sa.bindparam("b_worker_id"))
+_LOCK_WORKER = _WORKER.with_for_update()
+_WORKER_STATE = (
+    sa.select(workers.c.state, workers.c.last_heartbeat)
+    .where(workers.c.worker_id == sa.bindparam("b_worker_id"))
+    .with_for_update()
+)
+_UPDATE_WORKER = workers.update().where(workers.c.worker_id == sa.bindparam("b_worker_id"))
+_ANY_CLAIMABLE = (
+    sa.select(runs.c.id)
+    .where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= sa.bindparam("b_now"))
+    .limit(1)
+)
+
+
+def _run_views(conn: Connection, run_ids: list[str]) -> dict[str, RunView]:
+    if not run_ids:
+        return {}
+    stmt = (
+        sa.select(runs.c.id, runs.c.state, runs.c.current_attempt, attempts.c.worker_id)
+        .join(
+            attempts,
+            sa.and_(attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt),
+        )
+        .where(runs.c.id.in_(run_ids))
+    )
+    return {
+        r.id: RunView(r.id, RunState(r.state), r.current_attempt, r.worker_id)
+        for r in conn.execute(stmt)
+    }
+
+
+def _lock_worker(conn: Connection, worker_id: str, *, lock: bool) -> Worker:
+    """The registered worker (its row locked when asked)."""
+    found = mappings(conn, _LOCK_WORKER if lock else _WORKER, {"b_worker_id": worker_id})
+    if not found:
+        raise _not_registered(worker_id)
+    return _worker_from_row(found[0])
+
+
+def _check_lease(worker: Worker, now: datetime) -> None:
+    if worker.state is WorkerState.EVICTED or worker.lease_expires_at < now:
+        raise _evicted(worker.worker_id)
+
+
+def _unreported(conn: Connection, worker_id: str, previous_heartbeat_us: int) -> list[HeldAttempt]:
+    """The attempts ASSIGNED to the worker before its previous heartbeat. A claim answer still
+    on its way is not among them: the claim committed after that heartbeat (both lock the
+    worker's row, and read the clock under it), so it counts only from the next one, a
+    heartbeat interval after the worker had the previous answer. A run whose assignment is
+    older and that the worker still does not report never reached it."""
+    stmt = (
+        sa.select(runs.c.id, attempts.c.attempt)
+        .join(
+            attempts,
+            sa.and_(attempts.c.run_id == runs.c.id, attempts.c.attempt == runs.c.current_attempt),
+        )
+        .where(
+            attempts.c.worker_id == worker_id,
+            attempts.c.state == RunState.ASSIGNED.value,
+            # updated_at: when it was assigned, or later (an edit): never too early.
+            runs.c.updated_at < previous_heartbeat_us,
+        )
+        .order_by(runs.c.id)
+    )
+    return [HeldAttempt(r.id, r.attempt) for r in conn.execute(stmt)]
+
+
+def _tick(conn: Connection, now: datetime, lease: timedelta) -> timedelta:
+    """Record this sweep on the lease clock and credit the leases with an outage; returns the
+    time credited. Without ALIVE workers nothing is written, and the next gap is credited only
+    up to a full lease each."""
+    clock = conn.execute(
+        sa.select(lease_clock.c.ticked_at).where(lease_clock.c.id == 1).with_for_update()
+    ).first()
+    alive = sa.select(workers.c.worker_id).where(workers.c.state == WorkerState.ALIVE.value)
+    if conn.execute(alive.limit(1)).first() is None:
+        return timedelta(0)
+    now_us = to_us(now)
+    if clock is None:
+        conn.execute(lease_clock.insert().values(id=1, ticked_at=now_us))
+        return timedelta(0)
+    credit = timedelta(0)
+    if clock.ticked_at:
+        credit = outage_credit(now - from_us(clock.ticked_at), lease)
+    if credit:
+        cap = to_us(now + lease)  # what a heartbeat now would give
+        extended = workers.c.lease_expires_at + credit // timedelta(microseconds=1)
+        conn.execute(
+            workers.update()
+            .where(workers.c.state == WorkerState.ALIVE.value, workers.c.lease_expires_at < cap)
+            .values(lease_expires_at=sa.case((extended < cap, extended), else_=cap))
+        )
+    conn.execute(lease_clock.update().where(lease_clock.c.id == 1).values(ticked_at=now_us))
+    return credit
+
+
+_HELD = (
+    sa.select(
+        runs.c.id,
+        runs.c.cpu,
+        runs.c.ram_mb,
+        runs.c.vram_mb,
+        attempts.c.attempt,
+        attempts.c.gpu_id,
+    )
+    .join(attempts, attempts.c.run_id == runs.c.id)
+    .where(
+        attempts.c.worker_id == sa.bindparam("b_worker_id"),
+        # Not IN (...): an expanding parameter cannot be compiled once (sqlite_direct).
+        sa.or_(*(attempts.c.state == state for state in _HOLDING)),
+    )
+    .order_by(runs.c.id)
+)
+_CANDIDATE_COLUMNS = sa.select(
+    runs.c.id,
+    runs.c.priority,
+    runs.c.created_at,
+    runs.c.cpu,
+    runs.c.ram_mb,
+    runs.c.vram_mb,
+    runs.c.gpu_id,
+).where(runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at <= sa.bindparam("b_now"))
+
+
+def _candidate_window(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    return (
+        stmt.order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.id)
+        .limit(sa.bindparam("b_limit"))
+        .with_for_update(skip_locked=True)
+    )
+
+
+# The first window, and the windows after a (priority, created_at, id) key.
+_CANDIDATES = _candidate_window(_CANDIDATE_COLUMNS)
+_CANDIDATES_AFTER = _candidate_window(
+    _CANDIDATE_COLUMNS.where(
+        sa.or_(
+            runs.c.priority < sa.bindparam("b_prio"),
+            sa.and_(
+                runs.c.priority == sa.bindparam("b_prio"),
+                runs.c.created_at > sa.bindparam("b_created"),
+            ),
+            sa.and_(
+                runs.c.priority == sa.bindparam("b_prio"),
+                runs.c.created_at == sa.bindparam("b_created"),
+                runs.c.id > sa.bindparam("b_id"),
+            ),
+        )
+    )
+)
+_NEXT_DUE = sa.select(sa.func.min(runs.c.next_attempt_at).label("due")).where(
+    runs.c.state == RunState.PENDING.value, runs.c.next_attempt_at > sa.bindparam("b_now")
+)
+
+
+def _held(conn: Connection, worker_id: str) -> list[tuple[Held, HeldAttempt]]:
+    return [
+        (
+            Held(Constraints(cpu=r["cpu"], ram_mb=r["ram_mb"], vram_mb=r["vram_mb"]), r["gpu_id"]),
+            HeldAttempt(r["id"], r["attempt"]),
+        )
+        for r in mappings(conn, _HELD, {"b_worker_id": worker_id})
+    ]
+
+
+def _candidates(
+    conn: Connection, now_us: int, after: tuple[int, int, str] | None, window: int
+) -> list[tuple[str, tuple[int, int, str], Constraints]]:
+    """Claimable PENDING runs, highest priority then oldest first, locked (skipping rows
+    another claim holds), with the constraints that decide whether they fit."""
+    if after is None:
+        found = mappings(conn, _CANDIDATES, {"b_now": now_us, "b_limit": window})
+    else:
+        prio, created, rid = after
+        params = {"b_now": now_us, "b_limit": window, "b_prio": prio, "b_created": created}
+        found = mappings(conn, _CANDIDATES_AFTER, {**params, "b_id": rid})
+    return [
+        (
+            r["id"],
+            (r["priority"], r["created_at"], r["id"]),
+            Constraints(cpu=r["cpu"], ram_mb=r["ram_mb"], vram_mb=r["vram_mb"], gpu_id=r["gpu_id"]),
+        )
+        for r in found
+    ]
+
+
+def _next_due(conn: Connection, now_us: int) -> datetime | None:
+    due = mappings(conn, _NEXT_DUE, {"b_now": now_us})[0]["due"]
+    return None if due is None else from_us(due)
+
+
+def _detail(conn: Connection, row: Any) -> WorkerDetail:
+    worker = _worker_from_row(row._mapping)
+    held = _held(conn, worker.worker_id)
+    return WorkerDetail(
+        worker=worker,
+        free=free_capacity(worker.resources, (h for h, _ in held)),
+        held=[a for _, a in held],
+    )

@@ -16,7 +16,7 @@ double: 3.0 comes back as 3).
 from __future__ import annotations
 
 from gyoza_grpc.domain.placement import Gpu
-from gyoza_grpc.worker.client import ClaimedRun
+from gyoza_grpc.worker.claims import ClaimedRun
 from gyoza_grpc.worker.context import RunContext
 from gyoza_grpc.worker.execution import Handler
 from gyoza_grpc.worker.reporter import Fenced, ReportFailed

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from gyoza_grpc.worker.client import ClaimedRun
+from gyoza_grpc.worker.claims import ClaimedRun
 
 LABEL_RUN_ID = "gyoza.run_id"
 LABEL_ATTEMPT = "gyoza.attempt"

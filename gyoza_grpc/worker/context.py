@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from gyoza_grpc.worker.client import ClaimedRun
+from gyoza_grpc.worker.claims import ClaimedRun
 
 MAX_INFO_LEN = 4096
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import grpc
 
 from gyoza.v1 import runs_pb2
-from gyoza_grpc.worker.client import to_struct
+from gyoza_grpc.client.convert import to_struct
 from gyoza_grpc.worker.context import RunContext
 from gyoza_grpc.worker.reporter import Fenced, ReportFailed, RunReporter
 
@@ -133,7 +133,7 @@ def _outputs_event(outputs: Outputs) -> tuple[runs_pb2.EventType.ValueType, dict
         message = f"the handler returned {type(outputs).__name__}, not a JSON object"
         return runs_pb2.EVENT_TYPE_FAILED, {"error_message": message}
     try:
-        to_struct({"outputs": outputs})
+        to_struct(outputs, "outputs")
     except ValueError as err:
         message = f"the handler's outputs are not JSON: {err}"
         return runs_pb2.EVENT_TYPE_FAILED, {"error_message": message}

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gyoza.v1 import runs_pb2
+from gyoza_grpc.client import AsyncClient
 from gyoza_grpc.worker.capacity import DoesNotFit, Key, LocalCapacity
-from gyoza_grpc.worker.client import ClaimedRun, ServerClient
+from gyoza_grpc.worker.claims import ClaimedRun
 from gyoza_grpc.worker.context import RunContext
 from gyoza_grpc.worker.execution import (
     SHUTDOWN,
@@ -45,7 +46,7 @@ class _Attempt:
 class Executor:
     def __init__(
         self,
-        client: ServerClient,
+        client: AsyncClient,
         worker_id: str,
         handler: Handler,
         capacity: LocalCapacity,
@@ -171,7 +172,9 @@ class Executor:
             a.task.cancel()
         if cancelled:
             await asyncio.wait([a.task for a in cancelled], timeout=self.cancel_wait_s)
-        await self.finals.wait(sum(self.retry_delays_s) + 2 * self.client.call_timeout_s)
+        call_timeout = self.client.timeout
+        call_s = CANCEL_WAIT_S if call_timeout is None else call_timeout.total_seconds()
+        await self.finals.wait(sum(self.retry_delays_s) + 2 * call_s)
         return len(cancelled)
 
     # -- one attempt ----------------------------------------------------------------------

@@ -6,8 +6,9 @@ reports the attempts the worker is executing and gets back the ones it must aban
 long-polls for them, `stop_orders.py`, so that they arrive at once), and says why the worker
 claims nothing when it cannot (`not_ready`: its container engine is unreachable). The interval is
 `interval_s` when given, else a third of the lease the server answers with, so that two
-heartbeats can be lost before the lease runs out. While the server is unreachable the worker
-keeps trying every `retry_s`; an error that trying again cannot fix (INVALID_ARGUMENT: bad
+heartbeats can be lost before the lease runs out. The client tries a heartbeat again within
+its deadline (it is safe to repeat); while the server stays unreachable the worker keeps
+trying every `retry_s`; an error that trying again cannot fix (INVALID_ARGUMENT: bad
 resources or worker id) ends the task with that error.
 """
 
@@ -19,11 +20,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-import grpc
-
+from gyoza.v1 import workers_pb2
+from gyoza_grpc.client import AsyncClient, GyozaError
 from gyoza_grpc.domain.placement import Capacity
+from gyoza_grpc.domain.workers import MAX_NOT_READY_REASON_LEN
 from gyoza_grpc.worker.capacity import Key
-from gyoza_grpc.worker.client import HeartbeatReply, ServerClient, describe, is_transient
+from gyoza_grpc.worker.failures import describe, is_transient
 
 log = logging.getLogger("gyoza_grpc.worker")
 
@@ -31,10 +33,18 @@ MIN_INTERVAL_S = 0.05
 DEFAULT_RETRY_S = 1.0
 
 
+def resources_pb(capacity: Capacity) -> workers_pb2.Resources:
+    return workers_pb2.Resources(
+        cpu=capacity.cpu,
+        ram_mb=capacity.ram_mb,
+        gpus=[workers_pb2.Gpu(gpu_id=g.gpu_id, vram_mb=g.vram_mb) for g in capacity.gpus],
+    )
+
+
 class Heartbeat:
     def __init__(
         self,
-        client: ServerClient,
+        client: AsyncClient,
         worker_id: str,
         resources: Capacity,
         tags: Sequence[str],
@@ -48,6 +58,7 @@ class Heartbeat:
         self.client = client
         self.worker_id = worker_id
         self.resources = resources
+        self._resources_pb = resources_pb(resources)
         self.tags = list(tags)
         self.running = running
         self.stop = stop
@@ -72,19 +83,23 @@ class Heartbeat:
         """Heartbeat now (e.g. a claim said the worker is not registered)."""
         self._poke.set()
 
-    async def beat(self) -> HeartbeatReply:
+    async def beat(self) -> workers_pb2.HeartbeatResponse:
         """One heartbeat; its stop orders are carried out before it returns."""
         reply = await self.client.heartbeat(
-            self.worker_id, self.resources, self.tags, self.running(), self.not_ready()
+            self.worker_id,
+            resources=self._resources_pb,
+            tags=self.tags,
+            running=self.running(),
+            not_ready_reason=self.not_ready()[:MAX_NOT_READY_REASON_LEN],
         )
         self.last_ok = time.monotonic()
-        if self.lease_s != reply.lease_s:
-            self.lease_s = reply.lease_s
+        if self.lease_s != reply.lease_seconds:
+            self.lease_s = reply.lease_seconds
         if not self.registered.is_set():
             log.info(
                 "worker %s registered (lease %ss, heartbeat every %.1fs)",
                 self.worker_id,
-                reply.lease_s,
+                reply.lease_seconds,
                 self.interval_s,
                 extra={"action": "register_worker", "worker_id": self.worker_id},
             )
@@ -102,7 +117,7 @@ class Heartbeat:
                     log.info("heartbeats reach the server again")
                     self._failing = False
                 delay = self.interval_s
-            except grpc.aio.AioRpcError as err:
+            except GyozaError as err:
                 if not is_transient(err):
                     raise
                 if not self._failing:

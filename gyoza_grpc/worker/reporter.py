@@ -4,8 +4,9 @@ briefly unreachable.
 Every AddEvent carries the attempt. FAILED_PRECONDITION means the worker must stop: the attempt
 was superseded (`STALE_ATTEMPT`), or the run was cancelled or otherwise finished
 (`RUN_LOCKED`, `ILLEGAL_TRANSITION`); it raises `Fenced`. UNAVAILABLE and DEADLINE_EXCEEDED are
-retried after each delay of `retry_delays_s`, then `ReportFailed`. A retry after a call that
-may have been applied (a deadline, a dropped connection) can be refused because it *was*
+retried after each delay of `retry_delays_s`, then `ReportFailed`. The client never repeats an
+AddEvent (a repeat may append twice), so this is the worker's own policy: a retry after a call
+that may have been applied (a deadline, a dropped connection) can be refused because it *was*
 applied; for STARTED the run is read back to tell that apart from a real fence.
 """
 
@@ -19,15 +20,14 @@ from typing import Any
 import grpc
 
 from gyoza.v1 import runs_pb2
-from gyoza_grpc.worker.client import (
-    AMBIGUOUS_CODES,
-    EventTypePb,
-    ServerClient,
-    code_of,
-    describe,
-    error_reason,
-    is_transient,
+from gyoza_grpc.client import (
+    AsyncClient,
+    EventType,
+    FailedPrecondition,
+    GyozaError,
+    status_code,
 )
+from gyoza_grpc.worker.failures import AMBIGUOUS, describe, is_transient
 
 log = logging.getLogger("gyoza_grpc.worker")
 
@@ -61,7 +61,7 @@ class RunReporter:
 
     def __init__(
         self,
-        client: ServerClient,
+        client: AsyncClient,
         run_id: str,
         attempt: int,
         worker_id: str,
@@ -76,7 +76,7 @@ class RunReporter:
 
     async def send(
         self,
-        event_type: EventTypePb,
+        event_type: runs_pb2.EventType.ValueType,
         *,
         msg: str = "",
         payload: Mapping[str, Any] | None = None,
@@ -90,28 +90,26 @@ class RunReporter:
             try:
                 await self.client.add_event(
                     self.run_id,
-                    self.attempt,
-                    event_type,
+                    EventType(event_type),
                     msg=msg,
                     payload=payload,
                     progress=progress,
+                    attempt=self.attempt,
                 )
                 return
-            except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    if maybe_applied and await self._was_applied(event_type):
-                        return
-                    raise Fenced(
-                        self.run_id, self.attempt, error_reason(err), err.details()
-                    ) from err
+            except FailedPrecondition as err:
+                if maybe_applied and await self._was_applied(event_type):
+                    return
+                raise Fenced(self.run_id, self.attempt, err.reason, err.message) from err
+            except GyozaError as err:
                 delay = next(delays, None) if is_transient(err) else None
                 if delay is None:
                     raise ReportFailed(
                         f"{name} for run {self.run_id} attempt {self.attempt}: {describe(err)}",
-                        err.code(),
-                        err.details() or "",
+                        status_code(err),
+                        err.message,
                     ) from err
-                maybe_applied = maybe_applied or code_of(err) in AMBIGUOUS_CODES
+                maybe_applied = maybe_applied or isinstance(err, AMBIGUOUS)
                 log.warning(
                     "%s for run %s not delivered (%s); again in %.1fs",
                     name,
@@ -129,21 +127,21 @@ class RunReporter:
         not counted. Refused (the run moved on meanwhile: cancelled, reassigned): Fenced;
         undeliverable: ReportFailed (the worker reconciles it later)."""
         try:
-            await self.client.release(self.worker_id, self.run_id, self.attempt)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise Fenced(self.run_id, self.attempt, error_reason(err), err.details()) from err
+            await self.client.release_run(self.worker_id, self.run_id, self.attempt)
+        except FailedPrecondition as err:
+            raise Fenced(self.run_id, self.attempt, err.reason, err.message) from err
+        except GyozaError as err:
             raise ReportFailed(
                 f"ReleaseRun for run {self.run_id} attempt {self.attempt}: {describe(err)}",
-                err.code(),
-                err.details() or "",
+                status_code(err),
+                err.message,
             ) from err
 
-    async def _was_applied(self, event_type: EventTypePb) -> bool:
+    async def _was_applied(self, event_type: runs_pb2.EventType.ValueType) -> bool:
         """After an ambiguous failure and then a refusal: did the first try land?"""
         try:
             run = await self.client.get_run(self.run_id)
-        except grpc.aio.AioRpcError:
+        except GyozaError:
             return False
         if run.current_attempt != self.attempt and event_type != runs_pb2.EVENT_TYPE_FAILED:
             return False

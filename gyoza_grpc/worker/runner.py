@@ -26,6 +26,12 @@ left by an earlier process with the same worker id), after a report or a claim a
 lost, and at shutdown. An ASSIGNED run it does not know is handed back to PENDING (it never
 started: not counted as an attempt); a RUNNING one is reported FAILED. So a worker id must
 belong to one process at a time.
+
+Every call goes through one `gyoza_grpc.client.AsyncClient`: its channel (keepalive, quick
+reconnection), the key, TLS, each call's deadline, the retries of calls that are safe to
+repeat (heartbeats, reads, stop-order polls) and the errors as GyozaError classes. What the
+client does not repeat stays the worker's policy: claims back off and are reconciled,
+events are retried with their attempt as the fence (`reporter.py`).
 """
 
 from __future__ import annotations
@@ -43,19 +49,23 @@ from typing import Any
 import grpc
 
 from gyoza.v1 import runs_pb2
-from gyoza_grpc.channel import open_channel
+from gyoza_grpc.client import (
+    AsyncClient,
+    EventType,
+    FailedPrecondition,
+    GyozaError,
+    PermissionDenied,
+    RetryConfig,
+    Unauthenticated,
+    Unimplemented,
+)
 from gyoza_grpc.domain.placement import Capacity, Gpu
 from gyoza_grpc.worker.capacity import LocalCapacity
-from gyoza_grpc.worker.client import (
-    AMBIGUOUS_CODES,
-    DEFAULT_CALL_TIMEOUT_S,
-    DEFAULT_CHANNEL_OPTIONS,
-    ServerClient,
-    describe,
-)
+from gyoza_grpc.worker.claims import ClaimedRun
 from gyoza_grpc.worker.engine import Engine, EngineWatch
 from gyoza_grpc.worker.execution import Handler
 from gyoza_grpc.worker.executor import CANCEL_WAIT_S, Executor
+from gyoza_grpc.worker.failures import AMBIGUOUS, describe
 from gyoza_grpc.worker.heartbeat import Heartbeat
 from gyoza_grpc.worker.reporter import DEFAULT_RETRY_DELAYS_S
 from gyoza_grpc.worker.stop_orders import StopOrderPoll
@@ -64,18 +74,20 @@ log = logging.getLogger("gyoza_grpc.worker")
 
 MAX_CLAIM = 100  # the server's bound on ClaimRunsRequest.max_runs
 MAX_CLAIM_WAIT = timedelta(seconds=60)
-# After a failed claim: the first pause, doubled after each failure in a row up to the most.
+DEFAULT_CALL_TIMEOUT = timedelta(seconds=10)
+# A long-poll (a claim, a stop-order poll) is answered by the server when its wait ends; its
+# deadline is the wait plus the call timeout, and at least this much more.
+LONG_POLL_MARGIN = timedelta(seconds=5)
+# The safe calls (heartbeats, reads, stop-order polls) are tried again within their deadline,
+# never more than a second apart: a restarted server hears from the worker at once.
+CALL_RETRY = RetryConfig(max_backoff=timedelta(seconds=1))
+# After a failed claim (never repeated as such: what it may have assigned is reconciled
+# first): the first pause, doubled after each failure in a row up to the most.
 CLAIM_RETRY_S = 1.0
 CLAIM_RETRY_MAX_S = 10.0
 # Claims refused for what the worker is, which trying again cannot change: a bad key, a key
 # of another role, a server without WorkerService. Any other failure is logged and retried.
-REFUSED_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
+REFUSED: tuple[type[GyozaError], ...] = (Unauthenticated, PermissionDenied, Unimplemented)
 
 
 class WorkerError(Exception):
@@ -106,8 +118,11 @@ class Worker:
         api_key: sent with every call as `x-api-key` metadata (a key of role worker).
         credentials: TLS for the channel (`gyoza_grpc.tls.channel_credentials`); None for
             plaintext.
-        channel_options: extra grpc channel options; `channel` replaces the channel (and
-            then `api_key` and `credentials` are the channel's business).
+        channel_options: extra grpc channel options (they replace the client's defaults of
+            the same name).
+        client: an AsyncClient to call the server through instead of one made from
+            `target`, `api_key`, `credentials`, `call_timeout` and `channel_options` (the
+            caller closes it); its deadline is then each call's.
         cancel_wait: after the shutdown grace, how long cancelled attempts get to wind down
             (stop their container or process, report FAILED).
     """
@@ -127,9 +142,9 @@ class Worker:
         claim_wait: timedelta = timedelta(seconds=20),
         shutdown_grace: timedelta = timedelta(seconds=30),
         report_retry_delays: Sequence[timedelta] | None = None,
-        call_timeout: timedelta = timedelta(seconds=DEFAULT_CALL_TIMEOUT_S),
+        call_timeout: timedelta = DEFAULT_CALL_TIMEOUT,
         channel_options: Sequence[tuple[str, Any]] = (),
-        channel: grpc.aio.Channel | None = None,
+        client: AsyncClient | None = None,
         api_key: str = "",
         credentials: grpc.ChannelCredentials | None = None,
         cancel_wait: timedelta = timedelta(seconds=CANCEL_WAIT_S),
@@ -158,10 +173,12 @@ class Worker:
             if report_retry_delays is None
             else tuple(d.total_seconds() for d in report_retry_delays)
         )
+        if client is not None and client.timeout is not None:
+            call_timeout = client.timeout
         self.call_timeout_s = call_timeout.total_seconds()
         self.cancel_wait_s = cancel_wait.total_seconds()
-        self.channel_options = [*DEFAULT_CHANNEL_OPTIONS, *channel_options]
-        self._channel = channel
+        self.channel_options = list(channel_options)
+        self._client = client
         self._api_key = api_key
         self._credentials = credentials
         self._stopping = asyncio.Event()
@@ -199,13 +216,14 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
-        channel = self._channel or open_channel(
+        client = self._client or AsyncClient(
             self.target,
             api_key=self._api_key,
-            credentials=self._credentials,
-            options=self.channel_options,
+            tls=self._credentials or False,
+            timeout=timedelta(seconds=self.call_timeout_s),
+            retry=CALL_RETRY,
+            channel_options=self.channel_options,
         )
-        client = ServerClient(channel, call_timeout_s=self.call_timeout_s)
         executor = Executor(
             client,
             self.worker_id,
@@ -239,6 +257,7 @@ class Worker:
             version=lambda: executor.held_version,
             wait_change=executor.wait_held_change,
             stop=executor.stop,
+            timeout=self._long_poll_timeout,
         )
         log.info(
             "worker %s: target %s, cpu %d, ram_mb %d, gpus [%s], up to %d runs at once",
@@ -280,8 +299,8 @@ class Worker:
                     await task
             if isinstance(self.handler, Engine):
                 await self.handler.close()
-            if self._channel is None:
-                await channel.close()
+            if self._client is None:
+                await client.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -299,15 +318,20 @@ class Worker:
         for task in watched:
             if task.done():
                 err = task.exception()
-                if isinstance(err, grpc.aio.AioRpcError):
+                if isinstance(err, GyozaError):
                     raise WorkerError(f"the server refused the worker: {describe(err)}") from err
                 if err is not None:
                     raise err
                 raise WorkerError(f"{task.get_name()} ended unexpectedly")
 
+    @property
+    def _long_poll_timeout(self) -> timedelta:
+        """A long-poll's deadline beyond its wait."""
+        return max(LONG_POLL_MARGIN, timedelta(seconds=self.call_timeout_s))
+
     async def _shut_down(
         self,
-        client: ServerClient,
+        client: AsyncClient,
         executor: Executor,
         heartbeat: Heartbeat,
         beating: asyncio.Task[None],
@@ -339,11 +363,11 @@ class Worker:
     # -- the claim loop -------------------------------------------------------------------
 
     async def _claim_loop(
-        self, client: ServerClient, executor: Executor, heartbeat: Heartbeat
+        self, client: AsyncClient, executor: Executor, heartbeat: Heartbeat
     ) -> None:
         """Claims while the executor has room. A failed claim never ends the worker (unless
-        the server refuses it as such, REFUSED_CODES): it is logged, the loop backs off, and
-        the runs the server may have assigned all the same are reconciled before the next."""
+        the server refuses it as such, REFUSED): it is logged, the loop backs off, and the
+        runs the server may have assigned all the same are reconciled before the next."""
         delay_s = CLAIM_RETRY_S
         while True:
             if self._needs_reconcile:
@@ -352,18 +376,22 @@ class Worker:
                 await self._engine_watch.wait_ready()
             room = await executor.wait_for_room()
             try:
-                claims = await client.claim(self.worker_id, min(room, MAX_CLAIM), self.claim_wait_s)
-            except grpc.aio.AioRpcError as err:
-                code = err.code()
-                if code in REFUSED_CODES:
-                    raise
-                if code == grpc.StatusCode.FAILED_PRECONDITION:  # evicted or not registered
+                claims = await client.claim_runs(
+                    self.worker_id,
+                    max_runs=min(room, MAX_CLAIM),
+                    wait=timedelta(seconds=self.claim_wait_s),
+                    timeout=self._long_poll_timeout,
+                )
+            except REFUSED:
+                raise
+            except GyozaError as err:
+                if isinstance(err, FailedPrecondition):  # evicted or not registered
                     log.warning("claim refused (%s); heartbeating to re-register", describe(err))
                     heartbeat.poke()
                 else:
                     # UNAVAILABLE, a deadline, an answer this channel would not take
                     # (RESOURCE_EXHAUSTED), a server error: runs may have been assigned.
-                    level = logging.WARNING if code in AMBIGUOUS_CODES else logging.ERROR
+                    level = logging.WARNING if isinstance(err, AMBIGUOUS) else logging.ERROR
                     log.log(level, "claim failed (%s); again in %gs", describe(err), delay_s)
                     self._needs_reconcile = True
                 await asyncio.sleep(delay_s)
@@ -371,41 +399,39 @@ class Worker:
                 continue
             delay_s = CLAIM_RETRY_S
             for claim in claims:
-                executor.submit(claim)
+                executor.submit(ClaimedRun.from_pb(claim))
 
     # -- reconciling ----------------------------------------------------------------------
 
-    async def _reconcile(self, client: ServerClient, executor: Executor, why: str) -> None:
+    async def _reconcile(self, client: AsyncClient, executor: Executor, why: str) -> None:
         """Settle the attempts the server counts as this worker's that it does not run."""
         try:
-            held = await client.held(self.worker_id)
+            held = [(h.run_id, h.attempt) for h in (await client.get_worker(self.worker_id)).held]
             strays = [h for h in held if h not in executor.known()]
             for run_id, attempt in strays:
                 await self._settle(client, run_id, attempt, why)
-        except grpc.aio.AioRpcError as err:
+        except GyozaError as err:
             later = "" if self._stopping.is_set() else "; will try again"
             log.warning("could not reconcile held runs (%s)%s", describe(err), later)
             self._needs_reconcile = True
             return
         self._needs_reconcile = False
 
-    async def _settle(self, client: ServerClient, run_id: str, attempt: int, why: str) -> None:
+    async def _settle(self, client: AsyncClient, run_id: str, attempt: int, why: str) -> None:
         run = await client.get_run(run_id)
         if run.current_attempt != attempt:
             return
-        try:
+        # A refusal (FailedPrecondition) means the run moved on meanwhile: nothing to settle.
+        with contextlib.suppress(FailedPrecondition):
             if run.state == runs_pb2.RUN_STATE_ASSIGNED:
-                await client.release(self.worker_id, run_id, attempt)
+                await client.release_run(self.worker_id, run_id, attempt)
                 log.info("handed back run %s (%s: it never started here)", run_id, why)
             elif run.state == runs_pb2.RUN_STATE_RUNNING:
                 message = f"worker {self.worker_id} lost the attempt ({why})"
                 await client.add_event(
                     run_id,
-                    attempt,
-                    runs_pb2.EVENT_TYPE_FAILED,
+                    EventType.FAILED,
                     payload={"error_message": message},
+                    attempt=attempt,
                 )
                 log.warning("run %s attempt %s reported FAILED: %s", run_id, attempt, message)
-        except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.FAILED_PRECONDITION:  # else: it moved on meanwhile
-                raise

@@ -4,8 +4,9 @@ the worker as soon as the server commits it, not at the next heartbeat.
 While the worker runs attempts, one WaitForStopOrders call is open, naming the attempts a stop
 could still stop; when an attempt starts or ends the call is replaced by one naming the new set.
 Each order goes to `stop` as a heartbeat's would (the heartbeat still carries them: a server
-without this RPC, or a poll that failed, only makes stops slower). Failed calls are retried
-after `retry_s`; a server that does not know the RPC (UNIMPLEMENTED) ends the task, logged once.
+without this RPC, or a poll that failed, only makes stops slower). The client tries a poll
+again within its deadline; a poll that failed all the same is asked again after `retry_s`; a
+server that does not know the RPC (UNIMPLEMENTED) ends the task, logged once.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
-import grpc
-
+from gyoza_grpc.client import AsyncClient, GyozaError, Unimplemented
 from gyoza_grpc.worker.capacity import Key
-from gyoza_grpc.worker.client import ServerClient, describe
+from gyoza_grpc.worker.failures import describe
 
 log = logging.getLogger("gyoza_grpc.worker")
 
@@ -29,7 +30,7 @@ DEFAULT_RETRY_S = 1.0
 class StopOrderPoll:
     def __init__(
         self,
-        client: ServerClient,
+        client: AsyncClient,
         worker_id: str,
         *,
         stoppable: Callable[[], list[Key]],
@@ -38,6 +39,7 @@ class StopOrderPoll:
         stop: Callable[[str, int, str], bool],
         wait_s: float = DEFAULT_WAIT_S,
         retry_s: float = DEFAULT_RETRY_S,
+        timeout: timedelta | None = None,
     ) -> None:
         self.client = client
         self.worker_id = worker_id
@@ -47,6 +49,7 @@ class StopOrderPoll:
         self.stop = stop
         self.wait_s = wait_s
         self.retry_s = retry_s
+        self.timeout = timeout  # beyond the wait; None: the client's
         self._failing = False
 
     async def run(self) -> None:
@@ -57,7 +60,12 @@ class StopOrderPoll:
                 await self.wait_change(version)
                 continue
             poll = asyncio.ensure_future(
-                self.client.wait_for_stop_orders(self.worker_id, running, self.wait_s)
+                self.client.wait_for_stop_orders(
+                    self.worker_id,
+                    running=running,
+                    wait=timedelta(seconds=self.wait_s),
+                    timeout=self.timeout,
+                )
             )
             change = asyncio.ensure_future(self.wait_change(version))
             try:
@@ -66,7 +74,7 @@ class StopOrderPoll:
                 change.cancel()
                 if not poll.done():
                     poll.cancel()  # the attempts changed: ask again about the new set
-                    with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    with contextlib.suppress(asyncio.CancelledError, GyozaError):
                         await poll
             if poll.cancelled():
                 continue
@@ -78,9 +86,9 @@ class StopOrderPoll:
                 for order in poll.result():
                     self.stop(order.run_id, order.attempt, order.reason)
                 continue
-            if not isinstance(err, grpc.aio.AioRpcError):
+            if not isinstance(err, GyozaError):
                 raise err
-            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+            if isinstance(err, Unimplemented):
                 log.warning(
                     "the server has no WaitForStopOrders (%s): stop orders come with "
                     "heartbeats only",

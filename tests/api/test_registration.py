@@ -9,8 +9,9 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from gyoza_grpc.api import reflection
 from gyoza_grpc.api.health import HealthServicer
 from gyoza_grpc.api.registration import WrappingServer
 
@@ -50,7 +51,7 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, Tagging]]:
     services = WrappingServer(server, tagging)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, services)  # registered + generic
-    reflection.enable_server_reflection(("grpc.health.v1.Health",), services)
+    reflection.enable_server_reflection(("grpc.health.v1.Health",), services)  # ours: v1 too
 
     async def echo(request: bytes, context: Any) -> bytes:
         return request
@@ -62,14 +63,14 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, Tagging]]:
             ),
         )
     )
-    port = services.add_insecure_port("127.0.0.1:0")
-    await services.start()
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield channel, tagging
     finally:
-        await services.stop(None)
+        await server.stop(None)
 
 
 async def test_registered_and_generic_handlers_are_wrapped_once_per_method(

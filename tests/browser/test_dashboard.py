@@ -21,10 +21,10 @@ from google.protobuf import struct_pb2
 from gyoza.v1 import definitions_pb2 as D
 from gyoza.v1 import runs_pb2 as S
 from gyoza.v1 import workers_pb2 as W
-from gyoza_grpc.channel import open_channel
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from tests.browser.conftest import Stack, screenshot, stack
 from tests.conftest import eventually
+from tests.keyed_channel import open_channel
 
 pytestmark = pytest.mark.browser
 

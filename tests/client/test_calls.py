@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gyoza.v1 import definitions_pb2
+from gyoza.v1 import access_pb2, definitions_pb2
 from gyoza_grpc.client import (
     NO_RETRY,
     AsyncClient,
@@ -160,6 +160,27 @@ async def test_worker_calls(client: Either) -> None:
     beat = await client.call("heartbeat", "w1", resources=resources, running=[(run.id, 1)])
     assert list(beat.stop) == []
 
+    # The stop-order long-poll: empty when its wait is over, at once when a run is stopped.
+    held = [(run.id, 1)]
+    quiet = timedelta(milliseconds=200)
+    assert await client.call("wait_for_stop_orders", "w1", running=held, wait=quiet) == []
+    poll = asyncio.ensure_future(
+        client.call("wait_for_stop_orders", "w1", running=held, wait=timedelta(seconds=30))
+    )
+    await asyncio.sleep(0.2)
+    await client.call("cancel_run", run.id)
+    (order,) = await asyncio.wait_for(poll, 20)
+    assert (order.run_id, order.attempt) == (run.id, 1)
+
+    await client.call("heartbeat", "w1", resources=resources, not_ready_reason="engine down")
+    assert (await client.call("get_worker", "w1")).not_ready_reason == "engine down"
+
+
+async def test_the_caller(client: Either) -> None:
+    caller = await client.call("get_caller")  # a server without keys: anyone may call anything
+    assert not caller.keys_required and caller.role == access_pb2.ROLE_UNSPECIFIED
+    assert "/gyoza.v1.RunService/CancelRun" in caller.methods
+
 
 def _calls(cls: type) -> set[str]:
     return {
@@ -169,9 +190,14 @@ def _calls(cls: type) -> set[str]:
     }
 
 
+# `call` sends a request through the async stubs (`run_service`, ...), which a blocking
+# client does not hand out.
+ASYNC_ONLY = {"call"}
+
+
 def test_the_blocking_client_has_every_call_of_the_async_one_and_runs_it() -> None:
-    assert _calls(Client) == _calls(AsyncClient)
-    for name in _calls(AsyncClient) - {"close", "with_api_key"}:
+    assert _calls(Client) == _calls(AsyncClient) - ASYNC_ONLY
+    for name in _calls(Client) - {"close", "with_api_key"}:
         blocking = getattr(Client, name)
         assert blocking.__wrapped__ is getattr(AsyncClient, name), name  # one implementation
         assert not inspect.iscoroutinefunction(blocking), name

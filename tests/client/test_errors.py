@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza.v1 import access_pb2, runs_pb2, runs_pb2_grpc
 from gyoza_grpc.api.errors import to_status
 from gyoza_grpc.client import (
     NO_RETRY,
@@ -29,6 +29,7 @@ from gyoza_grpc.client import (
     Unknown,
     status_code,
 )
+from gyoza_grpc.client.errors import sent_reason
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.domain.errors import ERRORS_BY_CODE
 from tests.client.conftest import Either
@@ -90,6 +91,7 @@ async def test_the_table_both_ways_over_the_wire(kind: str, scripted: str, code:
     expected = [FieldViolation("constraints.cpu", "must be >= 0, got -1")]
     assert list(err.violations) == (expected if code == "INVALID_ARGUMENT" else [])
     assert isinstance(err.__cause__, grpc.aio.AioRpcError)  # the raw error stays reachable
+    assert sent_reason(err) == f"{code}_REASON"
 
 
 async def test_a_status_without_details_and_a_deadline(kind: str, scripted: str) -> None:
@@ -98,6 +100,7 @@ async def test_a_status_without_details_and_a_deadline(kind: str, scripted: str)
             await client.call("get_run", "BARE")
         assert (bare.value.message, bare.value.reason) == ("no details at all", "NOT_FOUND")
         assert (bare.value.metadata, bare.value.violations) == ({}, ())
+        assert sent_reason(bare.value) is None  # the reason above is only the class's
         with pytest.raises(DeadlineExceeded):
             await client.call("get_run", "SLOW")
         with pytest.raises(DeadlineExceeded):  # a call's own deadline wins over the client's
@@ -146,6 +149,10 @@ async def test_keys_refused_and_a_view_with_another_key(kind: str, sqlite_url: s
 
         reader = _view(kind, client.client.with_api_key("reader-key-0123456789"))
         assert await reader.call("list_workers") == []
+        caller = await reader.call("get_caller")
+        assert caller.keys_required and caller.role == access_pb2.ROLE_READER
+        assert "/gyoza.v1.RunService/GetRun" in caller.methods
+        assert "/gyoza.v1.RunService/CreateRun" not in caller.methods
         with pytest.raises(PermissionDenied) as denied:
             await reader.call("create_run", "img")
         assert denied.value.reason == "ROLE_FORBIDDEN"

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
-from gyoza_grpc.client import NO_RETRY, RetryConfig, Unavailable
+from gyoza_grpc.client import NO_RETRY, AsyncClient, RetryConfig, Unavailable
 from tests.client.conftest import Either, until
 from tests.conftest import TEST_SERVER_OPTIONS
 
@@ -64,9 +64,11 @@ class Flaky(runs_pb2_grpc.RunServiceServicer):
     def __init__(self) -> None:
         self.attempts: Counter[str] = Counter()
         self.request_ids: list[str] = []
+        self.keys: list[str | None] = []
 
     async def GetRun(self, request: runs_pb2.GetRunRequest, context: Any) -> Any:
         self.attempts[f"get {request.id}"] += 1
+        self.keys.append(dict(context.invocation_metadata() or ()).get("x-api-key"))
         fails = 10**9 if request.id == "down" else int(request.id.rpartition("-")[2])
         if self.attempts[f"get {request.id}"] <= fails:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
@@ -124,6 +126,21 @@ async def test_safe_calls_are_tried_again_and_others_are_not(
         with pytest.raises(Unavailable):
             await client.call("get_run", "flaky-1")
         assert servicer.attempts["get flaky-1"] == 1
+
+
+async def test_a_request_made_by_hand_gets_the_same_key_retries_and_errors(
+    flaky: tuple[str, Flaky],
+) -> None:
+    target, servicer = flaky
+    async with AsyncClient(target, retry=FAST) as client:
+        view = client.with_api_key("caller-key")
+        request = runs_pb2.GetRunRequest(id="flaky-2")
+        got = await view.call(view.run_service.GetRun, request, retry=True)
+        assert got.run.id == "flaky-2" and servicer.attempts["get flaky-2"] == 3
+        assert servicer.keys == ["caller-key"] * 3
+        with pytest.raises(Unavailable, match="restarting"):  # not repeated unless told
+            await client.call(client.run_service.GetRun, runs_pb2.GetRunRequest(id="flaky-1"))
+        assert servicer.attempts["get flaky-1"] == 1 and servicer.keys[-1] is None
 
 
 async def test_the_deadline_covers_every_attempt(kind: str, flaky: tuple[str, Flaky]) -> None:

@@ -14,6 +14,7 @@ Needs a container engine and the test images (tests/docker_engine.py)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -37,6 +38,10 @@ R = runs_pb2
 # Generous for a busy 2-core machine.
 DEADLINE_S = 90.0
 CANCEL_BOUND_S = 3.0
+
+# Worker ids of this test process: a worker sweeps every container labelled with its id as
+# an orphan, so test runs side by side must not share them.
+CW1, CW2, KW = (f"{name}-{os.getpid()}" for name in ("cw1", "cw2", "kw"))
 
 
 @pytest.fixture(autouse=True)
@@ -161,7 +166,7 @@ def test_two_docker_workers_run_twenty_runs_and_the_failures_say_why(tmp_path: P
         echo = {create(runs, image("echo"), {"n": n, "steps": 2}).id: n for n in range(20)}
         oom = create(runs, image("oom"), {"mb": 200}, ram_mb=64)
         unknown = create(runs, "gyoza-test/not-built-anywhere:1")
-        for worker_id in ("cw1", "cw2"):
+        for worker_id in (CW1, CW2):
             procs.append((worker_id, start_worker(tmp_path, target, worker_id)))
 
         def ended(run_id: str) -> bool:
@@ -181,7 +186,7 @@ def test_two_docker_workers_run_twenty_runs_and_the_failures_say_why(tmp_path: P
             ran_on.add(run.execution_summary.worker_id)
             evs = runs.ListEvents(R.ListEventsRequest(run_id=run_id), timeout=10).events
             assert any(e.type == R.EVENT_TYPE_PROGRESS for e in evs)
-        assert ran_on == {"cw1", "cw2"}
+        assert ran_on == {CW1, CW2}
         failed = get(runs, oom.id)
         assert failed.state == R.RUN_STATE_FAILED
         assert failed.execution_summary.error_message.startswith("out of memory (limit 64 MB)")
@@ -204,7 +209,7 @@ def test_two_docker_workers_run_twenty_runs_and_the_failures_say_why(tmp_path: P
         labels = info["Config"]["Labels"]
         worker_id = get(runs, long.id).execution_summary.worker_id
         assert (labels["gyoza.run_id"], labels["gyoza.attempt"]) == (long.id, "1")
-        assert labels["gyoza.worker_id"] == worker_id in {"cw1", "cw2"}
+        assert labels["gyoza.worker_id"] == worker_id in {CW1, CW2}
         host = info["HostConfig"]
         assert (host["Init"], host["NetworkMode"], host["NanoCpus"]) == (True, "none", 10**9)
         assert host["Memory"] == host["MemorySwap"] == 256 * 1024 * 1024
@@ -223,7 +228,7 @@ def test_two_docker_workers_run_twenty_runs_and_the_failures_say_why(tmp_path: P
             p.send_signal(signal.SIGTERM)
         for _, p in procs:
             assert p.wait(30) == 0, tail_logs(tmp_path)
-        assert not docker_ps("gyoza.worker_id=cw1") and not docker_ps("gyoza.worker_id=cw2")
+        assert not docker_ps(f"gyoza.worker_id={CW1}") and not docker_ps(f"gyoza.worker_id={CW2}")
 
 
 def test_a_killed_workers_container_is_removed_when_it_restarts(tmp_path: Path) -> None:
@@ -235,8 +240,8 @@ def test_a_killed_workers_container_is_removed_when_it_restarts(tmp_path: Path) 
         target = server.wait_serving()
         runs = runs_pb2_grpc.RunServiceStub(grpc.insecure_channel(target))
         run = create(runs, image("sleep"), {"seconds": 4}, max_attempts=2)
-        first = start_worker(tmp_path, target, "kw")
-        procs.append(("kw", first))
+        first = start_worker(tmp_path, target, KW)
+        procs.append((KW, first))
         (orphan,) = wait_until(
             lambda: [c for c in docker_ps(f"gyoza.run_id={run.id}") if c["State"] == "running"],
             DEADLINE_S,
@@ -248,9 +253,9 @@ def test_a_killed_workers_container_is_removed_when_it_restarts(tmp_path: Path) 
         time.sleep(0.5)
         # The engine keeps the container: nothing stopped it.
         assert [c["ID"] for c in docker_ps(f"gyoza.run_id={run.id}")] == [orphan["ID"]]
-        procs.append(("kw", start_worker(tmp_path, target, "kw")))
+        procs.append((KW, start_worker(tmp_path, target, KW)))
         wait_until(
-            lambda: orphan["ID"] not in [c["ID"] for c in docker_ps("gyoza.worker_id=kw")],
+            lambda: orphan["ID"] not in [c["ID"] for c in docker_ps(f"gyoza.worker_id={KW}")],
             DEADLINE_S,
             "the orphan is removed",
             tmp_path,
@@ -265,9 +270,9 @@ def test_a_killed_workers_container_is_removed_when_it_restarts(tmp_path: Path) 
         attempts = runs.ListAttempts(R.ListAttemptsRequest(run_id=run.id), timeout=10).attempts
         assert attempts[0].state == R.RUN_STATE_FAILED
         assert attempts[0].execution_summary.error_message == (
-            "worker kw lost the attempt (restarted)"
+            f"worker {KW} lost the attempt (restarted)"
         )
         assert dict(done.outputs) == {"slept": 4}
-        assert "removed 1 container(s) left by earlier attempts of worker kw" in (
-            (tmp_path / "kw.log").read_text()
+        assert f"removed 1 container(s) left by earlier attempts of worker {KW}" in (
+            (tmp_path / f"{KW}.log").read_text()
         )

@@ -28,10 +28,12 @@ from tests.gateway.test_event_stream import next_frame
 class KeyedRuns(runs_pb2_grpc.RunServiceServicer):
     """A RunService that records the x-api-key it is called with and answers like the auth
     of the server would: no key UNAUTHENTICATED, a key other than "good" PERMISSION_DENIED.
-    A run id "code-NAME" fails with that status; "slow" outlives the gateway's deadline."""
+    A run id "code-NAME" fails with that status; "slow" outlives the gateway's deadline;
+    "blip" answers UNAVAILABLE the first time (a server restarting)."""
 
     def __init__(self) -> None:
         self.seen: list[str | None] = []
+        self.blips = 0
 
     async def GetRun(
         self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -47,6 +49,10 @@ class KeyedRuns(runs_pb2_grpc.RunServiceServicer):
             await context.abort(code, f"told to fail with {code.name}")
         if request.id == "slow":
             await asyncio.sleep(30)
+        if request.id == "blip":
+            self.blips += 1
+            if self.blips == 1:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         run = runs_pb2.Run(
             id=request.id, state=runs_pb2.RUN_STATE_RUNNING, current_attempt=1, last_seq=-1
         )
@@ -116,6 +122,15 @@ async def test_deadline_is_504(keyed: tuple[TestClient[Any, Any], KeyedRuns]) ->
     resp = await http.get("/runs/slow", headers={"X-API-Key": "good"})
     assert resp.status == 504
     assert (await resp.json())["code"] == "DEADLINE_EXCEEDED"
+
+
+async def test_a_read_is_tried_again_through_a_restart(
+    keyed: tuple[TestClient[Any, Any], KeyedRuns],
+) -> None:
+    http, servicer = keyed
+    resp = await http.get("/runs/blip", headers={"X-API-Key": "good"})
+    assert resp.status == 200 and (await resp.json())["id"] == "blip"
+    assert servicer.blips == 2 and servicer.seen == ["good", "good"]  # the key both times
 
 
 async def test_server_down_is_503() -> None:

@@ -16,9 +16,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
+from gyoza_grpc.server import GyozaServer
+from gyoza_grpc.store.sqlite_transactions import SQLiteTransactions
 from tests.conftest import eventually, launch
 
 GRACE_S = 30.0
+
+
+def _waiting_for_lock(gs: GyozaServer) -> bool:
+    transactions = gs.store.transactions
+    assert isinstance(transactions, SQLiteTransactions)
+    return transactions.waiting_for_lock
 
 
 async def test_a_unary_call_in_flight_at_stop_completes_within_the_grace(
@@ -38,8 +46,8 @@ async def test_a_unary_call_in_flight_at_stop_completes_within_the_grace(
             )
 
             async def in_flight() -> bool:
-                # The server took its writer lock for the call and waits on SQLite's.
-                return gs.store._write_lock.locked()  # type: ignore[attr-defined,no-any-return]
+                # The server's write batch waits for SQLite's lock (on a thread).
+                return _waiting_for_lock(gs)
 
             await eventually(in_flight, timeout_s=20)
             loop = asyncio.get_running_loop()
@@ -91,7 +99,7 @@ async def test_health_is_not_serving_while_draining(tmp_path: Path) -> None:
             )
 
             async def in_flight() -> bool:
-                return gs.store._write_lock.locked()  # type: ignore[attr-defined,no-any-return]
+                return _waiting_for_lock(gs)
 
             await eventually(in_flight, timeout_s=20)
             stopping = asyncio.create_task(gs.stop(GRACE_S))

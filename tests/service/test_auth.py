@@ -30,11 +30,11 @@ from gyoza.v1 import (
     workers_pb2_grpc,
 )
 from gyoza_grpc.api import roles
-from gyoza_grpc.channel import open_channel
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.server import GyozaServer
 from gyoza_grpc.worker import Worker, WorkerError
 from tests.conftest import launch, served
+from tests.keyed_channel import open_channel
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 WORKER_KEY = "worker-key-0123456789abcdef"

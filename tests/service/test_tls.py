@@ -12,13 +12,13 @@ import grpc
 import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
-from gyoza_grpc.channel import open_channel
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.server import GyozaServer
 from gyoza_grpc.tls import TlsError, channel_credentials
 from gyoza_grpc.worker import Worker
 from tests.certs import Certs, make_certs
 from tests.conftest import launch, served
+from tests.keyed_channel import open_channel
 
 ADMIN_KEY = "tls-admin-key-0123456789"
 WORKER_KEY = "tls-worker-key-0123456789"

@@ -7,16 +7,32 @@ from pathlib import Path
 
 import pytest
 
-from gyoza_grpc.store.engine import make_engines
+from gyoza_grpc.store.engine import Engines, make_engines, open_transactions
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.schema import migrate
+from gyoza_grpc.store.sqlite_transactions import SQLiteTransactions
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[RunStore]:
-    engines = make_engines(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
-    await migrate(engines)
+async def engines(tmp_path: Path) -> AsyncIterator[Engines]:
+    made = make_engines(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
+    await migrate(made)
     try:
-        yield RunStore(engines)
+        yield made
     finally:
-        await engines.dispose()
+        await made.dispose()
+
+
+@pytest.fixture
+async def transactions(engines: Engines) -> AsyncIterator[SQLiteTransactions]:
+    made = open_transactions(engines)
+    assert isinstance(made, SQLiteTransactions)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@pytest.fixture
+def store(transactions: SQLiteTransactions) -> RunStore:
+    return RunStore(transactions)

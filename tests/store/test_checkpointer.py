@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gyoza_grpc.domain.model import RunSpec
 from gyoza_grpc.domain.runs import new_run
 from gyoza_grpc.store.checkpointer import SAFETY_NET_PAGES
-from gyoza_grpc.store.engine import make_engines
+from gyoza_grpc.store.engine import make_engines, open_transactions
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.schema import migrate
 
@@ -22,10 +21,11 @@ async def test_the_thread_checkpoints_what_the_writers_append(tmp_path: Path) ->
     engines = make_engines(f"sqlite+aiosqlite:///{path}")
     try:
         await migrate(engines)
-        store = RunStore(engines)
-        raw = engines.held(write=True).connection.driver_connection
-        assert isinstance(raw, sqlite3.Connection)
-        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == SAFETY_NET_PAGES
+        store = RunStore(open_transactions(engines))
+        pages = await engines.run_sync(
+            lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+        )
+        assert pages == SAFETY_NET_PAGES
         spec = RunSpec(image="op:1", inputs={"n": 1})
         await asyncio.gather(*(store.create_run(new_run(spec, NOW)) for _ in range(300)))
         checkpointer = engines.checkpointer
@@ -38,6 +38,7 @@ async def test_the_thread_checkpoints_what_the_writers_append(tmp_path: Path) ->
         else:
             raise AssertionError(f"no complete checkpoint by the thread: {checkpointer.last}")
     finally:
+        await store.transactions.close()
         await engines.dispose()
     assert engines.checkpointer is not None
     assert not engines.checkpointer._thread.is_alive()

@@ -1,4 +1,4 @@
-"""The SQLite engines: durability setting, reads and writes straight on the loop."""
+"""The SQLite engine: its durability setting, and no database that lives in memory."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ async def test_sqlite_synchronous_setting_reaches_every_connection(
 ) -> None:
     engines = make_engines(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", sqlite_synchronous=setting)
     try:
-        assert engines.inline is not None
-        with engines.inline.connect() as conn:
+        assert engines.sqlite is not None
+        with engines.sqlite.connect() as conn:
             assert conn.execute(text("PRAGMA synchronous")).scalar_one() == pragma
             assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
-        async with engines.read.connect() as aconn:
-            assert (await aconn.execute(text("PRAGMA synchronous"))).scalar_one() == pragma
+        found = await engines.run_sync(lambda c: c.execute(text("PRAGMA synchronous")).scalar())
+        assert found == pragma
     finally:
         await engines.dispose()
 
@@ -29,3 +29,8 @@ async def test_sqlite_synchronous_setting_reaches_every_connection(
 def test_an_unknown_sqlite_synchronous_setting_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="synchronous"):
         make_engines(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", sqlite_synchronous="off")
+
+
+def test_an_in_memory_sqlite_database_is_refused() -> None:
+    with pytest.raises(ValueError, match="file"):
+        make_engines("sqlite+aiosqlite:///:memory:")

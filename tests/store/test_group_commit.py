@@ -1,5 +1,5 @@
 """Group commit on SQLite: writes that arrive together share one transaction, and each keeps
-its own outcome (store/group_commit.py, RunStore._commit_batch)."""
+its own outcome (store/group_commit.py, store/sqlite_transactions.py)."""
 
 from __future__ import annotations
 
@@ -11,35 +11,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection
 
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.errors import FailedPrecondition, NotFound
 from gyoza_grpc.domain.model import EventType, RunSpec
 from gyoza_grpc.domain.runs import new_run
 from gyoza_grpc.store import rows
+from gyoza_grpc.store.engine import Engines, open_transactions
 from gyoza_grpc.store.group_commit import GroupCommit, Queued
 from gyoza_grpc.store.run_store import RunStore
 from gyoza_grpc.store.sqlite_direct import execute
+from gyoza_grpc.store.sqlite_transactions import SQLiteTransactions
 from gyoza_grpc.store.tables import attempts, runs
+from gyoza_grpc.store.transactions import Tx
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = RunSpec(image="op:1", inputs={"n": 1})
 
 
 def _group(store: RunStore) -> GroupCommit:
-    group = store._group
-    assert group is not None, "a SQLite file store commits in groups"
-    return group
+    transactions = store.transactions
+    assert isinstance(transactions, SQLiteTransactions), "a SQLite file store commits in groups"
+    return transactions.group
 
 
 def _insert(run_id: str, *, then_fail: bool = False) -> Any:
     """A raw write: a run row and its attempt; with then_fail, it raises after writing."""
     run = new_run(SPEC, NOW, run_id)
 
-    def work(conn: Connection) -> str:
-        execute(conn, runs.insert(), rows.run_values(run))
-        execute(conn, attempts.insert(), rows.attempt_values(run.attempt))
+    def work(tx: Tx) -> str:
+        execute(tx.conn, runs.insert(), rows.run_values(run))
+        execute(tx.conn, attempts.insert(), rows.attempt_values(run.attempt))
         if then_fail:
             raise ValueError(f"{run_id} failed after writing")
         return run_id
@@ -65,9 +67,9 @@ async def test_a_failing_write_is_rolled_back_alone(store: RunStore, tmp_path: P
     group = _group(store)
     before = group.batches
     results = await asyncio.gather(
-        store._run_write(_insert("a")),
-        store._run_write(_insert("b", then_fail=True)),
-        store._run_write(_insert("c")),
+        store.transactions.write(_insert("a")),
+        store.transactions.write(_insert("b", then_fail=True)),
+        store.transactions.write(_insert("c")),
         return_exceptions=True,
     )
     assert group.batches == before + 1
@@ -125,8 +127,8 @@ async def test_events_of_one_run_keep_their_order(store: RunStore) -> None:
 async def test_a_caller_that_gave_up_before_its_batch_is_not_written(
     store: RunStore, tmp_path: Path
 ) -> None:
-    kept = asyncio.ensure_future(store._run_write(_insert("kept")))
-    dropped = asyncio.ensure_future(store._run_write(_insert("dropped")))
+    kept = asyncio.ensure_future(store.transactions.write(_insert("kept")))
+    dropped = asyncio.ensure_future(store.transactions.write(_insert("dropped")))
     await asyncio.sleep(0)  # both queued, the batch not yet run
     dropped.cancel()
     assert await kept == "kept"
@@ -141,7 +143,7 @@ async def test_a_batch_waits_for_another_process_holding_the_lock(
     other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        writes = asyncio.gather(*(store._run_write(_insert(f"r{n}")) for n in range(3)))
+        writes = asyncio.gather(*(store.transactions.write(_insert(f"r{n}")) for n in range(3)))
         await asyncio.sleep(0.2)
         assert not writes.done()
         # The loop keeps serving reads meanwhile.
@@ -173,7 +175,7 @@ async def test_a_lone_writer_does_not_wait_for_the_window() -> None:
     loop.call_at = spy  # type: ignore[method-assign]
     try:
         for _ in range(200):
-            await group.submit(lambda conn: None)
+            await group.submit(lambda tx: None)
     finally:
         loop.call_at = original  # type: ignore[method-assign]
     assert group.writes == 200 and group.batches == 200
@@ -189,59 +191,50 @@ async def test_max_batch_splits_a_long_queue() -> None:
             q.future.set_result(len(sizes))
 
     group = GroupCommit(commit, asyncio.Lock(), max_batch=64)
-    await asyncio.gather(*(group.submit(lambda conn: None) for _ in range(100)))
+    await asyncio.gather(*(group.submit(lambda tx: None) for _ in range(100)))
     assert sizes == [64, 36]
 
 
-def _count_transactions(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    begun: list[int] = []
-    real = store._write_inline
-
-    def counted(work: Any, wait_for_lock: bool) -> Any:
-        begun.append(1)
-        return real(work, wait_for_lock)
-
-    monkeypatch.setattr(store, "_write_inline", counted)
-    return begun
-
-
 async def test_a_write_failing_before_it_changes_rows_costs_no_second_pass(
-    store: RunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: RunStore, transactions: SQLiteTransactions, tmp_path: Path
 ) -> None:
     await store.create_run(new_run(SPEC, NOW, "dup"))
-    begun = _count_transactions(store, monkeypatch)
+    before = transactions.begun
     results = await asyncio.gather(
-        store._run_write(_insert("a")),
-        store._run_write(_insert("dup")),  # its first INSERT is refused: nothing to undo
-        store._run_write(_insert("c")),
+        store.transactions.write(_insert("a")),
+        store.transactions.write(_insert("dup")),  # its first INSERT is refused: nothing to undo
+        store.transactions.write(_insert("c")),
         return_exceptions=True,
     )
     assert results[0] == "a" and results[2] == "c"
     assert "UNIQUE" in str(results[1])
-    assert len(begun) == 1
+    assert transactions.begun == before + 1
     assert _ids(tmp_path / "g.db") == {"dup", "a", "c"}
 
 
 async def test_a_write_failing_half_way_sends_the_batch_again_with_savepoints(
-    store: RunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: RunStore, transactions: SQLiteTransactions, engines: Engines, tmp_path: Path
 ) -> None:
     """The first pass is rolled back whole, and what it made of its runs is forgotten: the
     cache then holds what the second pass committed."""
     run, _ = await store.create_run(new_run(SPEC, NOW))
     started = state_machine.EventInput(type=EventType.STARTED)
-    begun = _count_transactions(store, monkeypatch)
+    before = transactions.begun
     results = await asyncio.gather(
         store.change_run(run.id, lambda r, now: state_machine.append_event(r, started, now)),
-        store._run_write(_insert("b", then_fail=True)),
-        store._run_write(_insert("c")),
+        store.transactions.write(_insert("b", then_fail=True)),
+        store.transactions.write(_insert("c")),
         return_exceptions=True,
     )
     assert isinstance(results[1], ValueError) and results[2] == "c"
-    assert len(begun) == 2
+    assert transactions.begun == before + 2
     assert _ids(tmp_path / "g.db") == {run.id, "c"}
-    assert store._cache is not None
-    cached = store._cache.get(run.id)
-    fresh = store._load_run(store._engines.held(write=False), run.id, False)
+    cached, _ = await store.get_run(run.id)
+    other = open_transactions(engines)  # a cache of its own: a fresh read
+    try:
+        fresh, _ = await RunStore(other).get_run(run.id)
+    finally:
+        await other.close()
     assert cached == fresh and fresh.state.value == "RUNNING" and fresh.last_seq == 0
 
 
@@ -251,19 +244,19 @@ async def test_a_write_after_which_sqlite_rolled_back_fails_the_whole_batch(
     """A full disk or an I/O error makes SQLite roll the transaction back by itself: the
     writes after it must not go on outside any transaction, half the batch committed."""
 
-    def rolled_back(conn: Connection) -> str:
-        raw = conn.connection.driver_connection
+    def rolled_back(tx: Tx) -> str:
+        raw = tx.conn.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
         raw.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL or SQLITE_IOERR
         raise sqlite3.OperationalError("database or disk is full")
 
     results = await asyncio.gather(
-        store._run_write(_insert("a")),
-        store._run_write(rolled_back),
-        store._run_write(_insert("c")),
+        store.transactions.write(_insert("a")),
+        store.transactions.write(rolled_back),
+        store.transactions.write(_insert("c")),
         return_exceptions=True,
     )
     assert all(isinstance(r, Exception) for r in results), results
     assert _ids(tmp_path / "g.db") == set()
-    assert await store._run_write(_insert("d")) == "d"  # the store goes on
+    assert await store.transactions.write(_insert("d")) == "d"  # the store goes on
     assert _ids(tmp_path / "g.db") == {"d"}

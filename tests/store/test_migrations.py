@@ -43,10 +43,9 @@ def _index_name(item: object) -> str | None:
 
 
 async def _diff(engines: Engines) -> list[object]:
-    async with engines.read.connect() as conn:
-        diff = await conn.run_sync(
-            lambda c: compare_metadata(MigrationContext.configure(c), metadata)
-        )
+    diff = await engines.run_sync(
+        lambda c: compare_metadata(MigrationContext.configure(c), metadata)
+    )
     if engines.is_sqlite:
         # alembic cannot compare SQLite expression indexes (priority DESC): it says so in a
         # warning and reports them as differing; the index itself is checked below.
@@ -60,8 +59,7 @@ async def test_head_matches_the_tables(empty_url: str) -> None:
         status = await migrate(engines)
         assert status.up_to_date
         assert await _diff(engines) == []
-        async with engines.read.connect() as conn:
-            indexes = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("runs"))
+        indexes = await engines.run_sync(lambda c: sa.inspect(c).get_indexes("runs"))
         assert "ix_runs_claim" in {ix["name"] for ix in indexes}
     finally:
         await engines.dispose()
@@ -80,8 +78,8 @@ async def _index_sql(engines: Engines) -> dict[str, str]:
         if engines.is_sqlite
         else "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'runs'"
     )
-    async with engines.read.connect() as conn:
-        return {str(n): str(s) for n, s in (await conn.execute(sa.text(query))).all()}
+    found = await engines.run_sync(lambda c: c.execute(sa.text(query)).all())
+    return {str(n): str(s) for n, s in found}
 
 
 async def test_nullable_run_columns_have_partial_indexes_that_queries_use(
@@ -99,15 +97,10 @@ async def test_nullable_run_columns_have_partial_indexes_that_queries_use(
                 f"WHERE {column} IS NOT NULL" in found[name]
             ), found[name]
         if engines.is_sqlite:
-            async with engines.read.connect() as conn:
-                for name, column in _PARTIAL.items():
-                    plan = (
-                        await conn.execute(
-                            sa.text(f"EXPLAIN QUERY PLAN SELECT id FROM runs WHERE {column} = :v"),
-                            {"v": "x"},
-                        )
-                    ).all()
-                    assert any(name in str(row) for row in plan), plan
+            for name, column in _PARTIAL.items():
+                query = sa.text(f"EXPLAIN QUERY PLAN SELECT id FROM runs WHERE {column} = :v")
+                plan = await engines.run_sync(lambda c, q=query: c.execute(q, {"v": "x"}).all())
+                assert any(name in str(row) for row in plan), plan
     finally:
         await engines.dispose()
 
@@ -116,27 +109,30 @@ async def test_upgrade_from_the_first_revision_keeps_data(empty_url: str) -> Non
     engines = make_engines(empty_url)
     try:
         await migrate(engines, "0001")
-        async with engines.write.begin() as conn:
-            await conn.execute(
+
+        def seed(conn: sa.Connection) -> None:
+            conn.execute(
                 sa.text(
                     "INSERT INTO runs (id, state, priority, image, inputs, max_attempts, "
                     "topic_attributes, current_attempt, last_seq, created_at, updated_at) "
                     "VALUES ('r1', 'RUNNING', 7, 'img', '{\"a\": 1}', 2, '{}', 1, 0, 10, 20)"
                 )
             )
-            await conn.execute(
+            conn.execute(
                 sa.text(
                     "INSERT INTO attempts (run_id, attempt, id, state, progress, outputs, "
                     "duration_ms, worker_id, error_message, created_at) "
                     "VALUES ('r1', 1, 'a1', 'RUNNING', 40, '{}', 0, 'w', '', 10)"
                 )
             )
-            await conn.execute(
+            conn.execute(
                 sa.text(
                     "INSERT INTO events (run_id, seq, attempt, type, time, state, msg, payload) "
                     "VALUES ('r1', 0, 1, 'STARTED', 15, 'RUNNING', '', '{}')"
                 )
             )
+
+        await engines.run_sync(seed, write=True)
         status = await schema_status(engines)
         assert status.current == "0001" and not status.up_to_date and not status.empty
     finally:

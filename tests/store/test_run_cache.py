@@ -4,14 +4,16 @@ database, whoever wrote to it."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.model import EventType, RunSpec
+from gyoza_grpc.domain.placement import Capacity
 from gyoza_grpc.domain.runs import new_run
+from gyoza_grpc.store.engine import Engines, open_transactions
 from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.tables import runs
+from gyoza_grpc.store.worker_store import WorkerStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = RunSpec(image="op:1", inputs={"n": 1})
@@ -20,7 +22,7 @@ SPEC = RunSpec(image="op:1", inputs={"n": 1})
 async def test_get_run_sees_every_committed_change(store: RunStore) -> None:
     run, _ = await store.create_run(new_run(SPEC, NOW))
     first, _ = await store.get_run(run.id)
-    assert store._cache is not None and store._cache.get(run.id) == first
+    assert (await store.get_run(run.id))[0] is first  # answered from the cache
     started = state_machine.EventInput(type=EventType.STARTED)
     await store.change_run(run.id, lambda r, now: state_machine.append_event(r, started, now))
     after, _ = await store.get_run(run.id)
@@ -35,18 +37,21 @@ async def test_get_run_sees_a_write_by_another_process(store: RunStore, tmp_path
     assert (await store.get_run(run.id))[0].priority == 9
 
 
-async def test_get_run_sees_a_sibling_store_write(store: RunStore) -> None:
+async def test_get_run_sees_a_claim_by_the_worker_store(store: RunStore) -> None:
     run, _ = await store.create_run(new_run(SPEC, NOW))
-    assert (await store.get_run(run.id))[0].priority == 5
-    async with store.write_transaction() as conn:
-        await conn.execute(runs.update().where(runs.c.id == run.id).values(priority=2))
-    assert (await store.get_run(run.id))[0].priority == 2
+    assert (await store.get_run(run.id))[0].state.value == "PENDING"
+    workers = WorkerStore(store)
+    await workers.heartbeat("w1", Capacity(cpu=4, ram_mb=4096), (), (), timedelta(seconds=30))
+    claimed, _ = await workers.claim("w1", 1)
+    assert [c.run.id for c in claimed] == [run.id]
+    assert (await store.get_run(run.id))[0].state.value == "ASSIGNED"
 
 
-async def test_the_runs_writes_leave_in_the_cache_are_the_stored_ones(store: RunStore) -> None:
+async def test_the_runs_writes_leave_in_the_cache_are_the_stored_ones(
+    store: RunStore, engines: Engines
+) -> None:
     """The cache takes the runs a write batch made (no read back): each must equal what a
     fresh read of the database gives, through every kind of transition."""
-    assert store._cache is not None
 
     def event(kind: EventType, **fields: object) -> object:
         given = state_machine.EventInput(type=kind, **fields)  # type: ignore[arg-type]
@@ -59,21 +64,31 @@ async def test_the_runs_writes_leave_in_the_cache_are_the_stored_ones(store: Run
         event(EventType.PROGRESS, progress=40, msg="half", payload={"a": 1}),
         event(EventType.FAILED, msg="boom", payload={"error": "x"}),
     ]
-    for step in steps:
-        await store.change_run(run.id, step)  # type: ignore[arg-type]
-        cached = store._cache.get(run.id)
-        fresh = store._load_run(store._engines.held(write=False), run.id, False)
-        assert cached == fresh
+    other = open_transactions(engines)  # a cache of its own: fresh reads
+    try:
+        for step in steps:
+            written = (await store.change_run(run.id, step)).run  # type: ignore[arg-type]
+            cached, _ = await store.get_run(run.id)
+            assert cached is written  # the cache holds what the write made
+            other_store = RunStore(other)
+            fresh, _ = await other_store.get_run(run.id)
+            assert cached == fresh
+    finally:
+        await other.close()
 
 
-async def test_a_write_transaction_that_changes_nothing_keeps_the_cache(store: RunStore) -> None:
-    """The eviction sweep opens one every few seconds and seldom changes anything."""
-    run, _ = await store.create_run(new_run(SPEC, NOW))
-    await store.get_run(run.id)
-    async with store.write_transaction() as conn:
-        await conn.execute(runs.select().where(runs.c.id == "nothing"))
-    assert (await store.get_run(run.id))[0].priority == 5
-    assert store._cache is not None and store._cache.get(run.id) is not None
+async def test_heartbeats_and_other_runs_writes_keep_the_cache(store: RunStore) -> None:
+    """Only the runs a write touched are forgotten: workers heartbeating beside a poller
+    must not empty the cache."""
+    made = [(await store.create_run(new_run(SPEC, NOW)))[0] for _ in range(100)]
+    kept = {r.id: (await store.get_run(r.id))[0] for r in made}
+    workers = WorkerStore(store)
+    await workers.heartbeat("w1", Capacity(cpu=1, ram_mb=1), (), (), timedelta(seconds=30))
+    started = state_machine.EventInput(type=EventType.STARTED)
+    await store.change_run(made[0].id, lambda r, now: state_machine.append_event(r, started, now))
+    still = [r.id for r in made[1:] if (await store.get_run(r.id))[0] is kept[r.id]]
+    assert len(still) == 99
+    assert (await store.get_run(made[0].id))[0].state.value == "RUNNING"
 
 
 def test_the_cache_keeps_to_its_count_and_bytes_and_skips_big_runs() -> None:

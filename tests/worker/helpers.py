@@ -1,18 +1,22 @@
-"""Test doubles for the worker's pieces: claims made from protos, and a fake server client
-that records events and fails on demand."""
+"""Test doubles for the worker's pieces: claims made from protos, and a fake AsyncClient that
+records events and fails on demand."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 
 from gyoza.v1 import runs_pb2, workers_pb2
-from gyoza_grpc.worker.client import ClaimedRun, HeartbeatReply, to_struct
+from gyoza_grpc.client import EventType, GyozaError
+from gyoza_grpc.client.convert import to_struct
+from gyoza_grpc.domain.errors import ERRORS_BY_CODE
+from gyoza_grpc.worker.claims import ClaimedRun
 
 
 def make_claim(
@@ -40,8 +44,17 @@ def make_claim(
     return ClaimedRun.from_pb(claim)
 
 
-def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+def rpc_error(code: grpc.StatusCode, details: str = "") -> GyozaError:
+    """A failed call as the client raises it: the error class of its status code."""
+    return ERRORS_BY_CODE[code.name](details)
+
+
+def beat(
+    lease_s: int = 3, stop: Iterable[tuple[str, int, str]] = ()
+) -> workers_pb2.HeartbeatResponse:
+    """A heartbeat's answer: the lease, and (run_id, attempt, reason) stop orders."""
+    orders = [workers_pb2.StopOrder(run_id=r, attempt=a, reason=why) for r, a, why in stop]
+    return workers_pb2.HeartbeatResponse(lease_seconds=lease_s, stop=orders)
 
 
 @dataclass
@@ -56,41 +69,37 @@ class Sent:
 
 @dataclass
 class FakeClient:
-    """Stands in for ServerClient. `fail_next` holds errors the next add_event calls raise."""
+    """Stands in for the worker's AsyncClient (the calls it makes, with their signatures).
+    `fail_next` holds errors the next add_event calls raise."""
 
-    call_timeout_s: float = 1.0
+    timeout: timedelta = timedelta(seconds=1)
     events: list[Sent] = field(default_factory=list)
-    fail_next: list[grpc.aio.AioRpcError] = field(default_factory=list)
+    fail_next: list[GyozaError] = field(default_factory=list)
     # Called with each event before it is recorded: may raise, or wait.
     before_event: Callable[[Sent], Any] | None = None
     runs: dict[str, runs_pb2.Run] = field(default_factory=dict)
     held_attempts: list[tuple[str, int]] = field(default_factory=list)
     heartbeats: list[list[tuple[str, int]]] = field(default_factory=list)
     not_ready_reasons: list[str] = field(default_factory=list)
-    replies: list[HeartbeatReply | grpc.aio.AioRpcError] = field(default_factory=list)
+    replies: list[workers_pb2.HeartbeatResponse | GyozaError] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def add_event(
         self,
         run_id: str,
-        attempt: int,
-        event_type: int,
+        type: EventType,
         *,
         msg: str = "",
-        payload: Mapping[str, Any] | None = None,
         progress: int | None = None,
-    ) -> None:
-        if payload:
-            to_struct(payload)  # as ServerClient does: ValueError for what JSON cannot carry
-        sent = Sent(
-            run_id,
-            attempt,
-            runs_pb2.EventType.Name(event_type).removeprefix("EVENT_TYPE_"),
-            msg,
-            dict(payload or {}),
-            progress,
-        )
+        payload: Mapping[str, Any] | None = None,
+        attempt: int | None = None,
+        timeout: timedelta | None = None,
+    ) -> runs_pb2.AddEventResponse:
+        # As the client does: ValueError for what JSON cannot carry.
+        to_struct(payload or {}, "payload")
+        assert attempt is not None, "a worker's every event names its attempt"
+        sent = Sent(run_id, attempt, EventType(type).name, msg, dict(payload or {}), progress)
         if self.fail_next:
             raise self.fail_next.pop(0)
         if self.before_event is not None:
@@ -99,33 +108,44 @@ class FakeClient:
                 await result
         self.events.append(sent)
         self.changed.set()
+        return runs_pb2.AddEventResponse()
 
     def types(self, run_id: str | None = None) -> list[str]:
         return [e.type for e in self.events if run_id is None or e.run_id == run_id]
 
-    async def get_run(self, run_id: str) -> runs_pb2.Run:
+    async def get_run(
+        self, run_id: str, *, with_events: bool = False, timeout: timedelta | None = None
+    ) -> runs_pb2.Run:
         return self.runs[run_id]
 
     async def heartbeat(
         self,
         worker_id: str,
-        resources: Any,
-        tags: Any,
-        running: list[tuple[str, int]],
+        *,
+        resources: workers_pb2.Resources,
+        tags: Iterable[str] = (),
+        running: Iterable[tuple[str, int]] = (),
         not_ready_reason: str = "",
-    ) -> HeartbeatReply:
+        timeout: timedelta | None = None,
+    ) -> workers_pb2.HeartbeatResponse:
         self.heartbeats.append(list(running))
         self.not_ready_reasons.append(not_ready_reason)
-        reply = self.replies.pop(0) if self.replies else HeartbeatReply(lease_s=3, stop=[])
-        if isinstance(reply, grpc.aio.AioRpcError):
+        reply = self.replies.pop(0) if self.replies else beat()
+        if isinstance(reply, GyozaError):
             raise reply
         return reply
 
-    async def held(self, worker_id: str) -> list[tuple[str, int]]:
-        return list(self.held_attempts)
+    async def get_worker(
+        self, worker_id: str, *, timeout: timedelta | None = None
+    ) -> workers_pb2.Worker:
+        held = [workers_pb2.HeldAttempt(run_id=r, attempt=a) for r, a in self.held_attempts]
+        return workers_pb2.Worker(worker_id=worker_id, held=held)
 
-    async def release(self, worker_id: str, run_id: str, attempt: int) -> None:
+    async def release_run(
+        self, worker_id: str, run_id: str, attempt: int, *, timeout: timedelta | None = None
+    ) -> runs_pb2.Run:
         self.released.append(run_id)
+        return runs_pb2.Run(id=run_id)
 
 
 async def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:

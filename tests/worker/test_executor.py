@@ -96,13 +96,21 @@ async def test_what_a_handler_returns(outputs: Any, expected: tuple[str, Any]) -
     assert (client.events[-1].type, client.events[-1].payload) == expected
 
 
-async def test_outputs_json_cannot_carry_fail_the_run() -> None:
+@pytest.mark.parametrize(
+    ("outputs", "why"),
+    [
+        ({"when": object()}, "not JSON"),
+        # A Struct holds a number as a double: the server would keep another number.
+        ({"id": 2**60}, "outputs.id: 1152921504606846976 is past 2**53"),
+    ],
+)
+async def test_outputs_json_cannot_carry_fail_the_run(outputs: Any, why: str) -> None:
     client = FakeClient()
-    ex = executor(client, lambda inputs, ctx: {"when": object()})
+    ex = executor(client, lambda inputs, ctx: outputs)
     ex.submit(make_claim("r"))
     await finished(ex)
     assert client.events[-1].type == "FAILED"
-    assert "not JSON" in client.events[-1].payload["error_message"]
+    assert why in client.events[-1].payload["error_message"]
 
 
 async def test_never_more_than_max_concurrency_or_the_cpus() -> None:

@@ -7,10 +7,10 @@ import asyncio
 import grpc
 import pytest
 
+from gyoza_grpc.client import GyozaError
 from gyoza_grpc.domain.placement import Capacity
-from gyoza_grpc.worker.client import HeartbeatReply, StopOrder
 from gyoza_grpc.worker.heartbeat import Heartbeat
-from tests.worker.helpers import FakeClient, rpc_error, wait_for
+from tests.worker.helpers import FakeClient, beat, rpc_error, wait_for
 
 
 def heartbeat(client: FakeClient, stops: list[tuple[str, int, str]], **kw: float) -> Heartbeat:
@@ -30,7 +30,7 @@ def heartbeat(client: FakeClient, stops: list[tuple[str, int, str]], **kw: float
 
 
 async def test_the_first_beat_registers_and_stop_orders_are_carried_out() -> None:
-    client = FakeClient(replies=[HeartbeatReply(lease_s=30, stop=[StopOrder("b", 2, "cancelled")])])
+    client = FakeClient(replies=[beat(lease_s=30, stop=[("b", 2, "cancelled")])])
     stops: list[tuple[str, int, str]] = []
     hb = heartbeat(client, stops)
     assert hb.interval_s == 1.0  # before the lease is known: the retry pace
@@ -45,7 +45,7 @@ async def test_the_loop_retries_while_unreachable_and_answers_a_poke() -> None:
     client = FakeClient(
         replies=[
             rpc_error(grpc.StatusCode.UNAVAILABLE),
-            HeartbeatReply(lease_s=600, stop=[]),  # next beat in 200 s unless poked
+            beat(lease_s=600),  # next beat in 200 s unless poked
         ]
     )
     hb = heartbeat(client, [], retry_s=0.05)
@@ -63,5 +63,5 @@ async def test_the_loop_retries_while_unreachable_and_answers_a_poke() -> None:
 
 async def test_a_refused_registration_ends_the_loop() -> None:
     client = FakeClient(replies=[rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "cpu")])
-    with pytest.raises(grpc.aio.AioRpcError):
+    with pytest.raises(GyozaError, match="cpu"):
         await asyncio.wait_for(heartbeat(client, []).run(), 2)

@@ -4,6 +4,7 @@ their attempt, failures, stop orders, GPU placement, shutdown, reconciling, fenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -13,6 +14,7 @@ import grpc
 import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
+from gyoza_grpc.client import AsyncClient
 from gyoza_grpc.server import GyozaServer
 from gyoza_grpc.worker import Gpu, RunContext, Worker
 from gyoza_grpc.worker.execution import Handler
@@ -76,16 +78,42 @@ async def until_state(
     return await get(runs, run_id)
 
 
+async def test_a_worker_over_a_client_of_its_caller(
+    server: GyozaServer, runs: runs_pb2_grpc.RunServiceStub
+) -> None:
+    """`client=`: the worker calls through it (its deadline is each call's) and leaves it
+    open for its owner."""
+
+    async def double(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+        return {"y": inputs["x"] * 2}
+
+    async with AsyncClient(server.target, timeout=timedelta(seconds=7)) as client:
+        worker = make_worker(server.target, double, client=client)
+        assert worker.call_timeout_s == 7
+        run = await create(runs, {"x": 4})
+        async with working(worker):
+            done = await until_state(runs, run.id, R.RUN_STATE_COMPLETED)
+        assert dict(done.outputs) == {"y": 8}
+        assert [w.worker_id for w in await client.list_workers()] == ["w"]  # still open
+
+
 async def test_runs_are_executed_within_the_worker_capacity(
     server: GyozaServer, runs: runs_pb2_grpc.RunServiceStub
 ) -> None:
     running: set[str] = set()
     peak = [0]
+    pair = asyncio.Event()  # two ran at once: the capacity allows two
 
     async def double(inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         running.add(ctx.run_id)
         peak[0] = max(peak[0], len(running))
+        if len(running) >= 2:
+            pair.set()
         ctx.progress(50)
+        # Held until a second run joins (or a while: the last run has no partner), so a busy
+        # machine's slow claims cannot hide what the capacity allows.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pair.wait(), 0.5)
         await asyncio.sleep(0.05)
         running.discard(ctx.run_id)
         return {"y": inputs["x"] * 2, "x_type": type(inputs["x"]).__name__}
