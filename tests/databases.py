@@ -81,6 +81,15 @@ async def create_postgres_database() -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+async def create_empty_postgres_database() -> str:
+    """A new database with no tables (for `gyoza-grpc migrate`); returns its URL. Drop it with
+    drop_postgres_database."""
+    url = postgres_base_url()
+    name = f"gyoza_t_{uuid.uuid4().hex[:12]}"
+    await _admin(url, f'CREATE DATABASE "{name}"')
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
 async def drop_postgres_database(test_url: str) -> None:
     name = make_url(test_url).database
     base = postgres_base_url()

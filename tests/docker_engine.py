@@ -45,7 +45,7 @@ async def _engine_answers() -> str:
         async with asyncio.timeout(5):
             await docker.version()
     except Exception as err:
-        return f"the container engine does not answer ({err}); start dockerd (see README)"
+        return f"the container engine does not answer ({err}); start dockerd (see docs/workers.md)"
     finally:
         await docker.close()
     return ""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme import grpcurl_dir
+from tests.e2e.process import grpcurl_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = "protos/gyoza/v1/runs.proto"

@@ -63,7 +63,7 @@ def _code_name(context: Any, failed: bool) -> str:
 
 
 def _duration_ms(seconds: float) -> str:
-    """json_value(round(seconds * 1000, 3)), the logged duration, at half the cost: below
+    """json_value(round(seconds * 1000, 3)), the logged duration, more cheaply: below
     10**12 ms the rounded value has at most 15 significant digits, so its repr is the
     correctly rounded f"{ms:.3f}" without the trailing zeros the repr would not write."""
     ms = seconds * 1000

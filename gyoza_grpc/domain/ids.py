@@ -3,8 +3,8 @@
 48 bits of Unix milliseconds, then 74 random bits. Time-ordered ids keep every index on a run
 or attempt id (the runs' and attempts' primary keys, the attempts' unique id, the events'
 (run_id, seq)) growing at its right edge: a batch of new runs dirties a few pages there
-instead of one random page per index per run (about 17% less store time per CreateRun with
-50,000 runs stored; docs/benchmarks.md). The millisecond is the time the caller passes (the
+instead of one random page per index per run (less store time per CreateRun; the figures are
+in docs/benchmarks.md). The millisecond is the time the caller passes (the
 run's created_at), so ids made under a test clock are still valid and distinct.
 """
 

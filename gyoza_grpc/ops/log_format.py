@@ -26,8 +26,8 @@ ACCESS_LOGGER = "gyoza_grpc.access"
 ACCESS_MESSAGE = "rpc"
 _TEXT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Queued access lines are written FLUSH_AFTER_S after the first of them, or at once past
-# MAX_PENDING_LINES. Each write lets go of the GIL and grpc's threads take it: one write per
-# call (per turn of the loop) cost GetRun about 14 us of the loop's time at concurrency 32.
+# MAX_PENDING_LINES. Each write lets go of the GIL and grpc's threads take it, so one write per
+# call (per turn of the loop) showed in every call's loop time (docs/benchmarks.md).
 FLUSH_AFTER_S = 0.05
 MAX_PENDING_LINES = 256
 # "000" to "999": the milliseconds of a time stamp, without a % per line.

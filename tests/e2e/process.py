@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 STARTUP_TIMEOUT_S = 30.0
@@ -82,6 +84,21 @@ class ServeProcess:
             raise AssertionError(
                 f"serve ignored {sig.name} for {timeout_s}s:\n{self.log}"
             ) from None
+
+
+def grpcurl_dir() -> str:
+    """Where grpcurl is: beside this Python (the venv's), else on PATH. Without it the test
+    skips, or fails under CI=true."""
+    beside = Path(sys.executable).parent / "grpcurl"
+    if beside.exists():
+        return str(beside.parent)
+    found = shutil.which("grpcurl")
+    if found is None:
+        reason = "grpcurl not found beside sys.executable or on PATH (pip install '.[dev]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return str(Path(found).parent)
 
 
 def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

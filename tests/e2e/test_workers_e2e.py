@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +31,6 @@ import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from tests.e2e.process import serve, server_env
-from tests.readme import README, README_TARGET, marked_steps
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -365,99 +362,3 @@ def test_three_workers_sixty_runs_one_killed(tmp_path: Path) -> None:
         for rid in kinds:
             assert R.EVENT_TYPE_PROGRESS in {e.type for e in evs[rid]}, evs[rid]
         channel.close()
-
-
-# -- the README's "Run a server and two workers", run for real ---------------------------------
-
-REPO = README.parent
-
-
-def readme_blocks() -> dict[str, tuple[str, str]]:
-    """Each `<!-- readme-workers: NAME -->` step: its bash block and the text block after it."""
-    return {
-        step.name: (step.command, step.shown if step.shown_lang == "text" else "")
-        for step in marked_steps("readme-workers")
-    }
-
-
-def bash(command: str, target: str, timeout_s: float = 30) -> str:
-    env = server_env(
-        {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    )
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", command.replace(README_TARGET, target)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-    assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def test_readme_server_and_two_workers(tmp_path: Path) -> None:
-    if shutil.which("grpcurl", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("grpcurl is not installed in this environment (the dev extra has it)")
-    blocks = readme_blocks()
-    assert blocks["serve"][0] == "gyoza-grpc serve"
-    with serve(tmp_path, "--port", "0") as server, processes() as procs:
-        target = server.wait_serving()
-        bin_dir = Path(sys.executable).parent
-        env = server_env(
-            {"GYOZA_TARGET": target, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-        )
-        for name in ("worker-1", "worker-2"):
-            log = (tmp_path / f"{name}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    ["bash", "-c", f"exec {blocks[name][0]}"],
-                    cwd=REPO,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            log.close()
-        wait_until(
-            lambda: all(
-                "registered" in (tmp_path / f"{n}.log").read_text()
-                for n in ("worker-1", "worker-2")
-            ),
-            20,
-            "both workers register",
-            tmp_path,
-        )
-        listed = json.loads(bash(blocks["list-workers"][0], target))
-        assert sorted(w["worker_id"] for w in listed["workers"]) == ["w1", "w2"]
-
-        created = bash(blocks["submit"][0], target)
-        assert created.count('"state": "RUN_STATE_PENDING"') == 7
-        watched = bash(blocks["watch"][0], target)
-        for shown in ("EVENT_TYPE_ASSIGNED", "EVENT_TYPE_STARTED", "EVENT_TYPE_PROGRESS",
-                      '"msg": "doubling 21', '"y": 42', "EVENT_TYPE_COMPLETED"):  # fmt: skip
-            assert shown in watched, watched
-
-        channel = grpc.insecure_channel(target)
-        runs = runs_pb2_grpc.RunServiceStub(channel)
-
-        def all_completed() -> bool:
-            data = runs.ListRuns(R.ListRunsRequest(limit=100), timeout=10).data
-            return len(data) == 8 and all(r.state == R.RUN_STATE_COMPLETED for r in data)
-
-        wait_until(all_completed, 30, "the README's runs complete", tmp_path)
-        channel.close()
-        command, shown = blocks["completed"]
-        got = bash(command, target).splitlines()
-        # Which worker ran a CPU-only run depends on timing; the GPU run can only run on w2.
-        assert sorted(line.rsplit(" ", 1)[0] for line in got) == sorted(
-            line.rsplit(" ", 1)[0] for line in shown.splitlines()
-        )
-        assert "{'x': 100} {'y': 200} w2" in got
-        assert {line.rsplit(" ", 1)[1] for line in got} <= {"w1", "w2"}
-
-        for p in procs:  # Ctrl-C stops a worker cleanly
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            assert p.wait(15) == 0, tail_logs(tmp_path)

@@ -19,7 +19,7 @@ from google.protobuf import descriptor_pb2
 
 from gyoza_grpc.server import GyozaServer
 from tests.conftest import served
-from tests.readme import grpcurl_dir
+from tests.e2e.process import grpcurl_dir
 
 SERVICES = [
     "grpc.health.v1.Health",

@@ -1,6 +1,5 @@
-"""docs/client.md's examples (and README.md's), each run as a Python process against a
-`gyoza-grpc serve` process (GYOZA_TARGET set to it), its output compared with what the page
-shows."""
+"""docs/client.md's examples, each run as a Python process against a `gyoza-grpc serve` process
+(GYOZA_TARGET set to it), its output compared with what the page shows."""
 
 from __future__ import annotations
 
@@ -11,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs.reader import DOCS, MarkedStep, blocks, marked_steps
 from tests.e2e.process import serve, server_env
-from tests.readme import README, MarkedStep, marked_steps
 
 pytestmark = pytest.mark.e2e
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
-DOC_EXAMPLES = marked_steps("client-example", path=DOC, lang="python")
-EXAMPLES = [*DOC_EXAMPLES, *marked_steps("client-example", path=README, lang="python")]
+DOC = DOCS / "client.md"
+EXAMPLES = marked_steps("client-example", DOC, langs=("python",))
 EXAMPLE_TIMEOUT_S = 120
 
 
@@ -31,8 +29,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_every_example_is_found() -> None:
     names = [e.name for e in EXAMPLES]
-    assert len(names) == len(set(names)) and len(names) >= 8, names
-    assert DOC.read_text().count("```python") == len(DOC_EXAMPLES)  # none left untested
+    assert len(names) == len(set(names)) and len(names) >= 7, names
+    python = [b for b in blocks(DOC.read_text().splitlines()) if b.lang == "python"]
+    assert len(python) == len(EXAMPLES)  # none left untested
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
@@ -46,7 +45,7 @@ def test_example(example: MarkedStep, target: str, tmp_path: Path) -> None:
         env=server_env({"GYOZA_TARGET": target}),
         timeout=EXAMPLE_TIMEOUT_S,
     )
-    where = f"line {example.line} ({example.name})"
+    where = f"docs/client.md:{example.line} ({example.name})"
     assert done.returncode == 0, f"{where} failed:\n{done.stderr}"
     if example.shown is not None:
         assert done.stdout.rstrip("\n") == example.shown, f"{where} printed:\n{done.stdout}"
