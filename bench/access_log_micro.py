@@ -25,9 +25,9 @@ import timeit
 from typing import Any
 
 from gyoza.v1 import runs_pb2
-from gyoza_grpc.api.access_log import _Method
-from gyoza_grpc.ops.log_format import ACCESS_LOGGER, configure_logging
-from gyoza_grpc.ops.metrics import ServerMetrics
+from gyoza_grpc.server.api.access_log import _Method
+from gyoza_grpc.server.ops.log_format import ACCESS_LOGGER, configure_logging
+from gyoza_grpc.server.ops.metrics import ServerMetrics
 
 
 class _Context:

@@ -104,7 +104,7 @@ class FloorCreate:
     def __init__(self, path: str) -> None:
         import sqlite3
 
-        from gyoza_grpc.store.group_commit import GroupCommit
+        from gyoza_grpc.server.store.group_commit import GroupCommit
 
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for sql in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", *_FLOOR_SCHEMA):

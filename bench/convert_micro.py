@@ -35,10 +35,10 @@ if __package__ in (None, ""):  # run as a script: make `gyoza_grpc` importable
 from google.protobuf import struct_pb2
 
 from gyoza.v1 import runs_pb2
-from gyoza_grpc.api import convert
 from gyoza_grpc.domain.limits import DEFAULT_LIMITS
 from gyoza_grpc.domain.model import Event, EventType, Run, RunState
 from gyoza_grpc.domain.runs import new_run
+from gyoza_grpc.server.api import convert
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL: dict[str, Any] = {"n": 1, "task": 3}
@@ -168,7 +168,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        old_convert = _module_at(args.before, "gyoza_grpc/api/convert.py", "old_convert", scratch)
+        old_convert = _module_at(
+            args.before, "gyoza_grpc/server/api/convert.py", "old_convert", scratch
+        )
         old_runs = _module_at(args.before, "gyoza_grpc/domain/runs.py", "old_runs", scratch)
         print(f"{'per call (us)':36s} {args.before[:12]:>12s} {'now':>8s}  speed-up")
         pairs = zip(cases(old_convert, old_runs.new_run), cases(), strict=True)

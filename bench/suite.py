@@ -274,7 +274,7 @@ async def started_runs(target: str, n: int) -> list[str]:
 def _seed_rows(start: int, n: int, t0_us: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from gyoza_grpc.domain.model import RunSpec
     from gyoza_grpc.domain.runs import new_run
-    from gyoza_grpc.store import rows
+    from gyoza_grpc.server.store import rows
 
     template = new_run(RunSpec(image="bench/seed:1", inputs={"k": 1}), datetime.now(UTC))
     run_row = rows.run_values(template)

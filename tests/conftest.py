@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from gyoza.v1 import runs_pb2_grpc
-from gyoza_grpc.config import ServerConfig
-from gyoza_grpc.ops.log_format import ACCESS_LOGGER
 from gyoza_grpc.server import GyozaServer, start_server
+from gyoza_grpc.server.config import ServerConfig
+from gyoza_grpc.server.ops.log_format import ACCESS_LOGGER
 from tests import databases
 
 TEST_SERVER_OPTIONS = [("grpc.so_reuseport", 0)]

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gyoza_grpc.store.engine import make_engines
-from gyoza_grpc.store.tables import attempts, events, runs, topic_events, topics
+from gyoza_grpc.server.store.engine import make_engines
+from gyoza_grpc.server.store.tables import attempts, events, runs, topic_events, topics
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from gyoza_grpc.store.engine import make_engines
-from gyoza_grpc.store.schema import migrate
+from gyoza_grpc.server.store.engine import make_engines
+from gyoza_grpc.server.store.schema import migrate
 
 POSTGRES_ENV = "GYOZA_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")

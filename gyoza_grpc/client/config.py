@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from gyoza_grpc import __version__
-from gyoza_grpc.channel import (
+from gyoza_grpc.client.channel import (
     API_KEY_ENV,
     API_KEY_HEADER,
     DEFAULT_TARGET,

@@ -1,7 +1,7 @@
 """A failed call as the same exception the server raised: the vocabulary read backwards.
 
 The server turns a `GyozaError` into a status with a google.rpc.ErrorInfo (reason, metadata)
-and, for field errors, a google.rpc.BadRequest (`gyoza_grpc.api.errors.to_status`). Here a
+and, for field errors, a google.rpc.BadRequest (`gyoza_grpc.server.api.errors.to_status`). Here a
 status becomes the class of its code (`ERRORS_BY_CODE`) again, carrying the message, the
 reason, the metadata and the field violations. The grpc error it came from is its
 `__cause__` (its trailing metadata, its debug string).

@@ -39,7 +39,7 @@ _MAX_TIMEOUT_S = 10**9  # about 30 years; a timedelta holds no more than 10**14
 
 
 def _common() -> argparse.ArgumentParser:
-    from gyoza_grpc.channel import add_connection_flags
+    from gyoza_grpc.client.channel import add_connection_flags
 
     common = argparse.ArgumentParser(add_help=False)
     add_connection_flags(common).add_argument(
@@ -101,8 +101,8 @@ def client_from_args(args: argparse.Namespace) -> Client:
     `runs watch` resumes through longer outages (the client's default)."""
     from datetime import timedelta
 
-    from gyoza_grpc.channel import connection_from_args
     from gyoza_grpc.client import Client, RetryConfig
+    from gyoza_grpc.client.channel import connection_from_args
     from gyoza_grpc.client_cli.failures import UsageError
     from gyoza_grpc.client_cli.inputs import check_utf8
 

@@ -1,6 +1,6 @@
 """The one error vocabulary of gyoza-grpc.
 
-The domain and the store raise these; `gyoza_grpc.api.errors` turns each into a gRPC status
+The domain and the store raise these; `gyoza_grpc.server.api.errors` turns each into a gRPC status
 with a google.rpc.ErrorInfo (and a BadRequest for field violations), and the client
 (`gyoza_grpc.client`) turns a status back into the same class, with the same reason,
 metadata and violations. There is one class per gRPC status code (`ERRORS_BY_CODE`, the

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from gyoza.v1 import access_pb2, definitions_pb2, runs_pb2, workers_pb2
-from gyoza_grpc.channel import API_KEY_HEADER
 from gyoza_grpc.client import AsyncClient
+from gyoza_grpc.client.channel import API_KEY_HEADER
 
 Metadata = tuple[tuple[str, str], ...]
 # ListEvents answers at most this many events a call.

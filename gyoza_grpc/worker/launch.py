@@ -9,7 +9,7 @@ import os
 import sys
 from datetime import timedelta
 
-from gyoza_grpc.channel import connection_from_args
+from gyoza_grpc.client.channel import connection_from_args
 from gyoza_grpc.domain.placement import Gpu
 from gyoza_grpc.worker.execution import Handler
 from gyoza_grpc.worker.runner import Worker, WorkerError, default_worker_id

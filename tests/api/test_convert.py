@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gyoza.v1 import runs_pb2
-from gyoza_grpc.api import convert
 from gyoza_grpc.domain.clock import to_us
 from gyoza_grpc.domain.errors import InvalidArgument
 from gyoza_grpc.domain.limits import MAX_JSON_DEPTH
@@ -38,6 +37,7 @@ from gyoza_grpc.domain.model import (
     RunState,
 )
 from gyoza_grpc.domain.runs import new_run
+from gyoza_grpc.server.api import convert
 
 PROPERTY = settings(
     max_examples=300,

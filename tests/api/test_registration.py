@@ -11,9 +11,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gyoza_grpc.api import reflection
-from gyoza_grpc.api.health import HealthServicer
-from gyoza_grpc.api.registration import WrappingServer
+from gyoza_grpc.server.api import reflection
+from gyoza_grpc.server.api.health import HealthServicer
+from gyoza_grpc.server.api.registration import WrappingServer
 
 
 class Tagging:

@@ -6,10 +6,10 @@ import dataclasses
 from datetime import UTC, datetime
 
 from gyoza.v1 import runs_pb2
-from gyoza_grpc.api import convert
-from gyoza_grpc.api.run_replies import RunReplies
 from gyoza_grpc.domain.model import RunSpec
 from gyoza_grpc.domain.runs import new_run
+from gyoza_grpc.server.api import convert
+from gyoza_grpc.server.api.run_replies import RunReplies
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
 """The client commands over mutual TLS with an API key: the same connection flags and
-environment variables as `gyoza-grpc worker` (gyoza_grpc/channel.py)."""
+environment variables as `gyoza-grpc worker` (gyoza_grpc/client/channel.py)."""
 
 from __future__ import annotations
 

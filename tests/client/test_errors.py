@@ -12,7 +12,6 @@ import grpc
 import pytest
 
 from gyoza.v1 import access_pb2, runs_pb2, runs_pb2_grpc
-from gyoza_grpc.api.errors import to_status
 from gyoza_grpc.client import (
     NO_RETRY,
     AlreadyExists,
@@ -32,6 +31,7 @@ from gyoza_grpc.client import (
 from gyoza_grpc.client.errors import sent_reason
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.domain.errors import ERRORS_BY_CODE
+from gyoza_grpc.server.api.errors import to_status
 from tests.client.conftest import Either
 from tests.conftest import TEST_SERVER_OPTIONS, served
 

@@ -1,5 +1,5 @@
 """docs/configuration.md against the code's one definition of the flags: the argparse parsers
-`gyoza_grpc/cli.py` builds. Every flag of every command is in the page's table for that command
+`gyoza_grpc/cli/` builds. Every flag of every command is in the page's table for that command
 and every flag there exists; each flag's environment variable is found by setting variables and
 watching which default moves, and must be the one the page names; a default the page shows is
 the parser's; and every environment variable the code names is on the page, and the other way

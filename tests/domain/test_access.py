@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 
 from gyoza.v1 import access_pb2, definitions_pb2, runs_pb2, topics_pb2, workers_pb2
-from gyoza_grpc.api import roles
-from gyoza_grpc.api.auth import load_api_keys, presented_key
 from gyoza_grpc.domain.access import (
     ApiKeys,
     KeysError,
@@ -16,6 +14,8 @@ from gyoza_grpc.domain.access import (
     parse_keys_file,
     parse_keys_list,
 )
+from gyoza_grpc.server.api import roles
+from gyoza_grpc.server.api.auth import load_api_keys, presented_key
 
 A = "a" * 16
 B = "b-0123456789abcdef"

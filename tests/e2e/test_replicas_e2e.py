@@ -18,7 +18,7 @@ from google.protobuf import duration_pb2
 from sqlalchemy.engine import make_url
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
-from gyoza_grpc.streams.pg_wakeup import LISTENER_APPLICATION_NAME
+from gyoza_grpc.server.streams.pg_wakeup import LISTENER_APPLICATION_NAME
 from tests import databases
 from tests.e2e.process import serve
 

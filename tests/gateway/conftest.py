@@ -19,9 +19,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from gyoza.v1 import definitions_pb2_grpc, runs_pb2_grpc
-from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.gateway.app import make_app
 from gyoza_grpc.server import GyozaServer, start_server
+from gyoza_grpc.server.config import ServerConfig
 from tests import databases
 from tests.conftest import TEST_SERVER_OPTIONS
 from tests.gateway.schema_check import checked_client

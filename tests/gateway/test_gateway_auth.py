@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gyoza_grpc.api.auth import load_api_keys
-from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.gateway.app import make_app
 from gyoza_grpc.server import start_server
+from gyoza_grpc.server.api.auth import load_api_keys
+from gyoza_grpc.server.config import ServerConfig
 from tests import databases
 from tests.conftest import TEST_SERVER_OPTIONS
 from tests.gateway.schema_check import checked_client

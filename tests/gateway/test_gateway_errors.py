@@ -216,8 +216,8 @@ async def test_openapi_document_is_valid_and_lists_every_route(gateway: Gateway)
 
 
 async def test_gateway_shutdown_ends_open_streams(tmp_path: Any) -> None:
-    from gyoza_grpc.config import ServerConfig
     from gyoza_grpc.server import start_server
+    from gyoza_grpc.server.config import ServerConfig
     from tests import databases
 
     config = ServerConfig(host="127.0.0.1", port=0, database_url=databases.sqlite_url(tmp_path))

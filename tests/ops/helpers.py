@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gyoza_grpc.ops.log_format import JsonFormatter
+from gyoza_grpc.server.ops.log_format import JsonFormatter
 
 
 class Captured:

@@ -19,10 +19,10 @@ import grpc
 import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, topics_pb2, workers_pb2
-from gyoza_grpc.api import access_log
-from gyoza_grpc.api.access_log import _Method
-from gyoza_grpc.ops import log_format
-from gyoza_grpc.ops.log_format import (
+from gyoza_grpc.server.api import access_log
+from gyoza_grpc.server.api.access_log import _Method
+from gyoza_grpc.server.ops import log_format
+from gyoza_grpc.server.ops.log_format import (
     ACCESS_LOGGER,
     JsonFormatter,
     LogHandler,
@@ -358,8 +358,8 @@ def test_queued_lines_are_written_at_interpreter_exit() -> None:
     script = textwrap.dedent(
         """
         import asyncio
-        from gyoza_grpc.api.access_log import _Method
-        from gyoza_grpc.ops.log_format import configure_logging
+        from gyoza_grpc.server.api.access_log import _Method
+        from gyoza_grpc.server.ops.log_format import configure_logging
 
         configure_logging("info", "json")
         m = _Method("/gyoza.v1.RunService/GetRun", None, streaming=False)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.server import SERVICE_NAMES
-from gyoza_grpc.store.db_errors import is_database_unreachable, translate
+from gyoza_grpc.server.store.db_errors import is_database_unreachable, translate
 from tests import databases
 from tests.conftest import eventually, launch
 from tests.ops.helpers import sample, scrape

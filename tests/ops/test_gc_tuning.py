@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gyoza_grpc.ops.gc_tuning import SERVER_THRESHOLDS, tune_for_server
+from gyoza_grpc.server.ops.gc_tuning import SERVER_THRESHOLDS, tune_for_server
 
 
 @pytest.fixture

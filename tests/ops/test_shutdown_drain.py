@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.server import GyozaServer
-from gyoza_grpc.store.sqlite_transactions import SQLiteTransactions
+from gyoza_grpc.server.store.sqlite_transactions import SQLiteTransactions
 from tests.conftest import eventually, launch
 
 GRACE_S = 30.0

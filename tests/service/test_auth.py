@@ -29,9 +29,9 @@ from gyoza.v1 import (
     workers_pb2,
     workers_pb2_grpc,
 )
-from gyoza_grpc.api import roles
 from gyoza_grpc.domain.access import ApiKeys, KeyEntry, Role
 from gyoza_grpc.server import GyozaServer
+from gyoza_grpc.server.api import roles
 from gyoza_grpc.worker import Worker, WorkerError
 from tests.conftest import launch, served
 from tests.keyed_channel import open_channel

@@ -25,9 +25,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
-from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.domain.clock import utc_now
 from gyoza_grpc.server import GyozaServer, start_server
+from gyoza_grpc.server.config import ServerConfig
 from gyoza_grpc.worker import RunContext, Worker
 from tests import databases
 from tests.conftest import TEST_SERVER_OPTIONS, eventually, launch

@@ -380,20 +380,21 @@ async def test_a_long_poll_ends_by_the_callers_deadline_and_leaves_no_waiter(
 
 def test_limit_flags_and_environment_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from gyoza_grpc import cli
+    from gyoza_grpc.cli.serve import limits_from_args
 
     monkeypatch.setenv("GYOZA_MAX_WATCH_STREAMS", "7")
     args = cli.build_parser().parse_args(
         ["serve", "--max-message-bytes", "1000", "--max-json-bytes", "900",
          "--max-payload-bytes", "800", "--max-events-per-run", "50"]
     )  # fmt: skip
-    assert cli._limits(args) == Limits(
+    assert limits_from_args(args) == Limits(
         max_message_bytes=1000,
         max_json_bytes=900,
         max_payload_bytes=800,
         max_events_per_run=50,
         max_watch_streams=7,
     )
-    assert cli._limits(cli.build_parser().parse_args(["serve"])) == Limits(max_watch_streams=7)
+    assert limits_from_args(cli.build_parser().parse_args(["serve"])) == Limits(max_watch_streams=7)
 
 
 def test_a_limit_below_one_is_refused_at_startup(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from gyoza.v1 import runs_pb2
-from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.server import GyozaServer, start_server
+from gyoza_grpc.server.config import ServerConfig
 from tests.conftest import TEST_SERVER_OPTIONS
 from tests.service.helpers import (
     Stub,

@@ -31,7 +31,7 @@ from gyoza.v1 import (
     workers_pb2_grpc,
 )
 from gyoza_grpc.server import GyozaServer
-from gyoza_grpc.store.wakeups import MAX_PAYLOAD_BYTES, Wakeups, decode
+from gyoza_grpc.server.store.wakeups import MAX_PAYLOAD_BYTES, Wakeups, decode
 from tests import databases
 from tests.conftest import eventually, launch
 from tests.service.helpers import add, error_reason, fails

@@ -18,7 +18,7 @@ from google.protobuf import duration_pb2
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from gyoza_grpc.server import GyozaServer
-from gyoza_grpc.store.wakeups import Wakeups, decode
+from gyoza_grpc.server.store.wakeups import Wakeups, decode
 from tests import databases
 from tests.conftest import eventually, launch
 

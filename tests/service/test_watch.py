@@ -11,7 +11,7 @@ import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.server import GyozaServer
-from gyoza_grpc.streams.fanout import run_key
+from gyoza_grpc.server.streams.fanout import run_key
 from tests.conftest import eventually, launch
 
 ET = runs_pb2

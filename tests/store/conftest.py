@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gyoza_grpc.store.engine import Engines, make_engines, open_transactions
-from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.schema import migrate
-from gyoza_grpc.store.sqlite_transactions import SQLiteTransactions
+from gyoza_grpc.server.store.engine import Engines, make_engines, open_transactions
+from gyoza_grpc.server.store.run_store import RunStore
+from gyoza_grpc.server.store.schema import migrate
+from gyoza_grpc.server.store.sqlite_transactions import SQLiteTransactions
 
 
 @pytest.fixture

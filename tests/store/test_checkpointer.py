@@ -8,10 +8,10 @@ from pathlib import Path
 
 from gyoza_grpc.domain.model import RunSpec
 from gyoza_grpc.domain.runs import new_run
-from gyoza_grpc.store.checkpointer import SAFETY_NET_PAGES
-from gyoza_grpc.store.engine import make_engines, open_transactions
-from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.schema import migrate
+from gyoza_grpc.server.store.checkpointer import SAFETY_NET_PAGES
+from gyoza_grpc.server.store.engine import make_engines, open_transactions
+from gyoza_grpc.server.store.run_store import RunStore
+from gyoza_grpc.server.store.schema import migrate
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

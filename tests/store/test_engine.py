@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from gyoza_grpc.store.engine import make_engines
+from gyoza_grpc.server.store.engine import make_engines
 
 
 @pytest.mark.parametrize(("setting", "pragma"), [("normal", 1), ("full", 2)])

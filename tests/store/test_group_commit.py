@@ -16,14 +16,14 @@ from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.errors import FailedPrecondition, NotFound
 from gyoza_grpc.domain.model import EventType, RunSpec
 from gyoza_grpc.domain.runs import new_run
-from gyoza_grpc.store import rows
-from gyoza_grpc.store.engine import Engines, open_transactions
-from gyoza_grpc.store.group_commit import GroupCommit, Queued
-from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.sqlite_direct import execute
-from gyoza_grpc.store.sqlite_transactions import SQLiteTransactions
-from gyoza_grpc.store.tables import attempts, runs
-from gyoza_grpc.store.transactions import Tx
+from gyoza_grpc.server.store import rows
+from gyoza_grpc.server.store.engine import Engines, open_transactions
+from gyoza_grpc.server.store.group_commit import GroupCommit, Queued
+from gyoza_grpc.server.store.run_store import RunStore
+from gyoza_grpc.server.store.sqlite_direct import execute
+from gyoza_grpc.server.store.sqlite_transactions import SQLiteTransactions
+from gyoza_grpc.server.store.tables import attempts, runs
+from gyoza_grpc.server.store.transactions import Tx
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = RunSpec(image="op:1", inputs={"n": 1})

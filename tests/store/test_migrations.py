@@ -12,11 +12,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 
-from gyoza_grpc.config import ServerConfig
 from gyoza_grpc.server import start_server
-from gyoza_grpc.store.engine import Engines, make_engines
-from gyoza_grpc.store.schema import SchemaOutOfDate, migrate, schema_status
-from gyoza_grpc.store.tables import metadata
+from gyoza_grpc.server.config import ServerConfig
+from gyoza_grpc.server.store.engine import Engines, make_engines
+from gyoza_grpc.server.store.schema import SchemaOutOfDate, migrate, schema_status
+from gyoza_grpc.server.store.tables import metadata
 from tests import databases
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from gyoza_grpc.store.rows import dumps, loads
+from gyoza_grpc.server.store.rows import dumps, loads
 
 DOCS = [
     {},

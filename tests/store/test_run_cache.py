@@ -11,9 +11,9 @@ from gyoza_grpc.domain import state_machine
 from gyoza_grpc.domain.model import EventType, RunSpec
 from gyoza_grpc.domain.placement import Capacity
 from gyoza_grpc.domain.runs import new_run
-from gyoza_grpc.store.engine import Engines, open_transactions
-from gyoza_grpc.store.run_store import RunStore
-from gyoza_grpc.store.worker_store import WorkerStore
+from gyoza_grpc.server.store.engine import Engines, open_transactions
+from gyoza_grpc.server.store.run_store import RunStore
+from gyoza_grpc.server.store.worker_store import WorkerStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = RunSpec(image="op:1", inputs={"n": 1})
@@ -92,7 +92,7 @@ async def test_heartbeats_and_other_runs_writes_keep_the_cache(store: RunStore) 
 
 
 def test_the_cache_keeps_to_its_count_and_bytes_and_skips_big_runs() -> None:
-    from gyoza_grpc.store.run_cache import ENTRY_OVERHEAD, MAX_ENTRY_BYTES, RunCache
+    from gyoza_grpc.server.store.run_cache import ENTRY_OVERHEAD, MAX_ENTRY_BYTES, RunCache
 
     cache = RunCache(limit=3, budget_bytes=10 * ENTRY_OVERHEAD)
     made = [new_run(SPEC, NOW) for _ in range(5)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gyoza_grpc.store.wakeups import Wakeups, decode
+from gyoza_grpc.server.store.wakeups import Wakeups, decode
 
 
 def test_a_merge_keeps_every_kind_of_key() -> None:

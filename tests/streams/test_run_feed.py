@@ -12,7 +12,7 @@ import pytest
 from gyoza_grpc.domain.errors import Unavailable
 from gyoza_grpc.domain.model import EventDelivery, Run, RunSpec
 from gyoza_grpc.domain.runs import new_run
-from gyoza_grpc.streams.run_feed import Quiet, Resync, RunFeed, RunFilter, follow
+from gyoza_grpc.server.streams.run_feed import Quiet, Resync, RunFeed, RunFilter, follow
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
