@@ -62,6 +62,10 @@ def state_from_pb(value: int, field: str) -> RunState:
         raise InvalidArgument.field(field, f"must be a run state, got {name}") from None
 
 
+def state_to_pb(state: RunState) -> runs_pb2.RunState.ValueType:
+    return _STATE_TO_PB[state]
+
+
 def event_type_from_pb(value: int, field: str = "type") -> EventType:
     try:
         return _PB_TO_TYPE[value]
