@@ -38,6 +38,11 @@ class WalCheckpointer:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive: started, and not yet ended by stop()."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         """Ends the thread after its current checkpoint (if any)."""
         self._stop.set()
