@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_spec
 
 from gyoza_grpc.gateway.fields import LAX_INT_PATTERN, message_schema
-from gyoza_grpc.gateway.messages import REQUEST_MESSAGES, RUN_CREATE
+from gyoza_grpc.gateway.messages import REQUEST_MESSAGES, RUN_CREATE, RUN_UPDATE
 from gyoza_grpc.gateway.openapi import ROUTES, document
 from gyoza_grpc.gateway.validation import model
 from tests.gateway.schema_check import iter_schema_refs, validate
@@ -77,15 +77,29 @@ def _bodies(message: Any) -> st.SearchStrategy[dict[str, Any]]:
     return st.dictionaries(st.sampled_from([*names, "extra"]), _JSON | nested, max_size=5)
 
 
+def _handler_refuses(message: Any, body: dict[str, Any]) -> bool:
+    """A field with an `enum_error` takes any string in the model, as the original's did: its
+    handler then answers 400 for a name outside the enum (inbound.py), so the gateway does
+    not accept the body and its schema need not either."""
+    return any(
+        f.enum_error is not None and body.get(f.name) is not None and body[f.name] not in f.enum
+        for f in message.fields
+    )
+
+
 @given(st.sampled_from(REQUEST_MESSAGES).flatmap(lambda m: st.tuples(st.just(m), _bodies(m))))
 @example((RUN_CREATE, {"priority": "0-0"}))
 @example((RUN_CREATE, {"image": "img", "constraints": {"cpu": " 0_-1"}}))
+@example((RUN_UPDATE, {"state": ""}))
+@example((RUN_UPDATE, {"state": "PENDING", "priority": " 7 "}))
 @settings(max_examples=400, deadline=None)
 def test_whatever_a_table_accepts_its_schema_accepts(pair: tuple[Any, dict[str, Any]]) -> None:
     message, body = pair
     try:
         model(message).model_validate(body, from_attributes=True)
     except pydantic.ValidationError:
+        return
+    if _handler_refuses(message, body):
         return
     validate(body, message_schema(message, lax=True))
 
