@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
+# The protoc plugins (protoc-gen-mypy, protoc-gen-mypy_grpc) sit beside that python.
+PATH="$(dirname "$(command -v "$python")"):$PATH"
 rm -rf generated/gyoza
 mkdir -p generated
 mapfile -t protos < <(cd protos && find . -name '*.proto' | sed 's|^\./||' | sort)

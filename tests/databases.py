@@ -44,7 +44,8 @@ def _dsn(url: str, database: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-async def _admin(url: str, sql: str) -> None:
+async def admin(url: str, sql: str) -> None:
+    """Run `sql` on the server's maintenance database (CREATE, DROP, ALTER DATABASE)."""
     try:
         conn = await asyncpg.connect(_dsn(url, make_url(url).database or "postgres"))
     except (OSError, asyncpg.PostgresError) as err:
@@ -62,8 +63,8 @@ async def _ensure_template(url: str) -> None:
     global _template_ready
     if _template_ready:
         return
-    await _admin(url, f'DROP DATABASE IF EXISTS "{_TEMPLATE}"')
-    await _admin(url, f'CREATE DATABASE "{_TEMPLATE}"')
+    await admin(url, f'DROP DATABASE IF EXISTS "{_TEMPLATE}"')
+    await admin(url, f'CREATE DATABASE "{_TEMPLATE}"')
     engines = make_engines(make_url(url).set(database=_TEMPLATE).render_as_string(False))
     try:
         await migrate(engines)
@@ -77,7 +78,7 @@ async def create_postgres_database() -> str:
     url = postgres_base_url()
     await _ensure_template(url)
     name = f"gyoza_t_{uuid.uuid4().hex[:12]}"
-    await _admin(url, f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"')
+    await admin(url, f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"')
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
@@ -86,7 +87,7 @@ async def create_empty_postgres_database() -> str:
     drop_postgres_database."""
     url = postgres_base_url()
     name = f"gyoza_t_{uuid.uuid4().hex[:12]}"
-    await _admin(url, f'CREATE DATABASE "{name}"')
+    await admin(url, f'CREATE DATABASE "{name}"')
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
@@ -95,7 +96,7 @@ async def drop_postgres_database(test_url: str) -> None:
     base = postgres_base_url()
     for _ in range(5):
         try:
-            await _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             return
         except asyncpg.PostgresError:
             await asyncio.sleep(0.2)
@@ -105,4 +106,4 @@ def drop_template() -> None:
     if not _template_ready:
         return
     url = os.environ[POSTGRES_ENV]
-    asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)'))
+    asyncio.run(admin(url, f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)'))

@@ -147,6 +147,7 @@ class Client:
     create_run = _blocking(AsyncClient.create_run)
     get_run = _blocking(AsyncClient.get_run)
     list_runs = _paged(AsyncClient.list_runs)
+    count_runs = _blocking(AsyncClient.count_runs)
     update_run = _blocking(AsyncClient.update_run)
     cancel_run = _blocking(AsyncClient.cancel_run)
     retry_run = _blocking(AsyncClient.retry_run)

@@ -29,6 +29,26 @@ def _view(with_events: bool) -> runs_pb2.RunView.ValueType:
     return runs_pb2.RUN_VIEW_FULL if with_events else runs_pb2.RUN_VIEW_BASIC
 
 
+def _set_filters(
+    request: runs_pb2.ListRunsRequest | runs_pb2.CountRunsRequest,
+    state: RunState | None,
+    definition: str,
+    image: str,
+    topic: str,
+    *created: datetime | None,
+) -> None:
+    """The filters ListRuns and CountRuns share (fields of the same names in both)."""
+    request.state = runs_pb2.RunState.ValueType(state or RunState.UNSPECIFIED)
+    request.op_definition = definition
+    request.image = image
+    request.topic = topic
+    for name, bound in zip(
+        ("created_gte", "created_gt", "created_lte", "created_lt"), created, strict=True
+    ):
+        if bound is not None:
+            getattr(request, name).CopyFrom(to_timestamp(bound, name))
+
+
 class RunCalls:
     """The RunService half of `AsyncClient` (and, through it, of `Client`)."""
 
@@ -128,21 +148,18 @@ class RunCalls:
         """
         if starting_after and ending_before:
             raise ValueError("give starting_after or ending_before, not both")
-        template = runs_pb2.ListRunsRequest(
-            state=runs_pb2.RunState.ValueType(state or RunState.UNSPECIFIED),
-            op_definition=definition,
-            image=image,
-            topic=topic,
-            view=_view(with_events),
+        template = runs_pb2.ListRunsRequest(view=_view(with_events))
+        _set_filters(
+            template,
+            state,
+            definition,
+            image,
+            topic,
+            created_gte,
+            created_gt,
+            created_lte,
+            created_lt,
         )
-        for name, bound in (
-            ("created_gte", created_gte),
-            ("created_gt", created_gt),
-            ("created_lte", created_lte),
-            ("created_lt", created_lt),
-        ):
-            if bound is not None:
-                getattr(template, name).CopyFrom(to_timestamp(bound, name))
         backwards = bool(ending_before)
 
         async def fetch(previous: Sequence[runs_pb2.Run] | None, size: int) -> Page[runs_pb2.Run]:
@@ -159,6 +176,39 @@ class RunCalls:
             return Page(list(resp.data), resp.has_more)
 
         return AsyncPager(fetch, page_size=page_size, limit=limit)
+
+    async def count_runs(
+        self,
+        *,
+        state: RunState | None = None,
+        definition: str = "",
+        image: str = "",
+        topic: str = "",
+        created_gte: datetime | None = None,
+        created_gt: datetime | None = None,
+        created_lte: datetime | None = None,
+        created_lt: datetime | None = None,
+        timeout: timedelta | None = None,
+    ) -> runs_pb2.CountRunsResponse:
+        """How many runs match every filter given (`list_runs`' filters): `total`, and
+        without `state` `by_state`, every state's count in RunState order (zeros included).
+        A lower `created_*` bound after an upper one raises InvalidArgument."""
+        request = runs_pb2.CountRunsRequest()
+        _set_filters(
+            request,
+            state,
+            definition,
+            image,
+            topic,
+            created_gte,
+            created_gt,
+            created_lte,
+            created_lt,
+        )
+        resp: runs_pb2.CountRunsResponse = await self._transport.unary(
+            self._transport.stubs.runs.CountRuns, request, timeout=timeout, retry=True
+        )
+        return resp
 
     async def update_run(
         self,

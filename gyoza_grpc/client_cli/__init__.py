@@ -57,14 +57,14 @@ def _common() -> argparse.ArgumentParser:
 
 def register(sub: Any) -> None:
     """Add `runs`, `definitions` and `workers` to the top-level sub-parsers."""
-    from gyoza_grpc.client_cli.definitions import add_definitions
-    from gyoza_grpc.client_cli.runs import add_runs
-    from gyoza_grpc.client_cli.workers import add_workers
+    from gyoza_grpc.client_cli.commands import add_group
+    from gyoza_grpc.client_cli.definitions import DEFINITIONS
+    from gyoza_grpc.client_cli.runs import RUNS
+    from gyoza_grpc.client_cli.workers import WORKERS
 
     common = _common()
-    add_runs(sub, common, _Parser)
-    add_definitions(sub, common, _Parser)
-    add_workers(sub, common, _Parser)
+    for group in (RUNS, DEFINITIONS, WORKERS):
+        add_group(sub, group, common, _Parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,49 +1,21 @@
-"""`gyoza-grpc definitions upsert|get|list`."""
+"""`gyoza-grpc definitions upsert|get|list`: the handlers, and the table of commands
+(`DEFINITIONS`) at the end."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from google.protobuf import json_format
 
 from gyoza.v1 import definitions_pb2
 from gyoza_grpc.client import Client
+from gyoza_grpc.client_cli.commands import Command, Group, flag
 from gyoza_grpc.client_cli.failures import EXIT_OK, UsageError
 from gyoza_grpc.client_cli.inputs import int32, read_json_object
 from gyoza_grpc.client_cli.output import Output, enum_name, plain, when
 
 D = definitions_pb2
-
-
-def add_definitions(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> None:
-    defs = sub.add_parser("definitions", help="publish and read op definitions")
-    cmds = defs.add_subparsers(dest="definitions_command", required=True, parser_class=parser_class)
-
-    upsert = cmds.add_parser(
-        "upsert",
-        parents=[common],
-        help="add a definition version from a JSON file",
-        description="Add a version of an op definition. FILE ('-' for stdin) holds a "
-        'gyoza.v1.Definition as proto3 JSON ({"name": ..., "version": ..., "image": ..., '
-        '"input_specs": {...}, ...}) or an UpsertDefinitionRequest ({"definition": {...}}). '
-        "Re-sending a stored version with the same body changes nothing.",
-    )
-    upsert.add_argument("file", metavar="FILE")
-    upsert.set_defaults(client_handler=upsert_definition)
-
-    get = cmds.add_parser("get", parents=[common], help="show one definition version")
-    get.add_argument("name")
-    get.add_argument("--version", default="", help="default: the latest")
-    get.set_defaults(client_handler=get_definition)
-
-    ls = cmds.add_parser(
-        "list", parents=[common], help="list the latest version of each definition, by name"
-    )
-    ls.add_argument("--limit", type=int32, default=0, help="1..100 (server default 10)")
-    ls.add_argument("--starting-after", default="", metavar="NAME")
-    ls.set_defaults(client_handler=list_definitions)
 
 
 def read_definition(path: str) -> definitions_pb2.Definition:
@@ -136,3 +108,36 @@ def show_definition(out: Output, d: definitions_pb2.Definition) -> None:
         ("created", when(d.created_at)),
     ]
     out.fields(pairs)
+
+
+DEFINITIONS = Group(
+    "definitions",
+    "publish and read op definitions",
+    (
+        Command(
+            "upsert",
+            "add a definition version from a JSON file",
+            upsert_definition,
+            (flag("file", metavar="FILE"),),
+            "Add a version of an op definition. FILE ('-' for stdin) holds a "
+            'gyoza.v1.Definition as proto3 JSON ({"name": ..., "version": ..., "image": ..., '
+            '"input_specs": {...}, ...}) or an UpsertDefinitionRequest ({"definition": {...}}). '
+            "Re-sending a stored version with the same body changes nothing.",
+        ),
+        Command(
+            "get",
+            "show one definition version",
+            get_definition,
+            (flag("name"), flag("--version", default="", help="default: the latest")),
+        ),
+        Command(
+            "list",
+            "list the latest version of each definition, by name",
+            list_definitions,
+            (
+                flag("--limit", type=int32, default=0, help="1..100 (server default 10)"),
+                flag("--starting-after", default="", metavar="NAME"),
+            ),
+        ),
+    ),
+)

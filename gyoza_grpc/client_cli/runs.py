@@ -1,4 +1,5 @@
-"""`gyoza-grpc runs create|get|list|cancel|retry|events|watch`."""
+"""`gyoza-grpc runs create|get|list|count|cancel|retry|events|watch`: the handlers, and the
+table of commands (`RUNS`) at the end."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.text import Text
 
 from gyoza.v1 import runs_pb2
 from gyoza_grpc.client import Client, RunState
+from gyoza_grpc.client_cli.commands import Command, Group, flag
 from gyoza_grpc.client_cli.failures import EXIT_OK, EXIT_UNAVAILABLE, UsageError
 from gyoza_grpc.client_cli.inputs import (
     int32,
@@ -35,112 +37,6 @@ S = runs_pb2
 STATES = ("pending", "assigned", "running", "completed", "failed", "cancelled")
 # The events a run page is read in when `runs events` is given no --limit.
 _EVENTS_PAGE = 1000
-
-
-def add_runs(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> None:
-    runs = sub.add_parser("runs", help="create, read, cancel, retry and watch runs")
-    cmds = runs.add_subparsers(dest="runs_command", required=True, parser_class=parser_class)
-
-    create = cmds.add_parser(
-        "create",
-        parents=[common],
-        help="create a run from an image or an op definition",
-        description="Create a PENDING run. Inputs come from --inputs-file (a JSON object; "
-        "'-' reads stdin) and --input KEY=VALUE (VALUE is parsed as JSON when it is JSON, "
-        "else taken as a string; --input wins over the file). Prints the run.",
-    )
-    what = create.add_mutually_exclusive_group(required=True)
-    what.add_argument("--image", help="an ad-hoc run of this container image")
-    what.add_argument("--definition", metavar="NAME", help="a run of this op definition")
-    create.add_argument(
-        "--version", default="", help="with --definition: this version (default: the latest)"
-    )
-    create.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="one input; repeat for more (VALUE as JSON when it parses, else a string)",
-    )
-    create.add_argument("--inputs-file", metavar="FILE", help="a JSON object; '-' for stdin")
-    create.add_argument("--priority", type=int32, help="higher runs first (server default 5)")
-    create.add_argument("--request-id", default="", help="idempotency key")
-    ad_hoc = create.add_argument_group("ad-hoc runs only (a definition sets these)")
-    ad_hoc.add_argument("--cpu", type=int32, help="CPUs the run needs")
-    ad_hoc.add_argument("--ram-mb", type=int32, help="RAM the run needs")
-    ad_hoc.add_argument("--vram-mb", type=int32, help="GPU memory the run needs")
-    ad_hoc.add_argument("--gpu-id", type=int32, help="pin the run to this GPU")
-    ad_hoc.add_argument("--max-attempts", type=int32, help="attempts allowed, the first included")
-    ad_hoc.add_argument("--initial-backoff", type=float, metavar="SECONDS")
-    ad_hoc.add_argument("--backoff-multiplier", type=float)
-    ad_hoc.add_argument("--max-backoff", type=float, metavar="SECONDS")
-    ad_hoc.add_argument("--topic", default="", help="publish the run's events to this topic")
-    ad_hoc.add_argument(
-        "--attribute",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="attached to every event published to --topic",
-    )
-    create.add_argument("-q", "--quiet", action="store_true", help="print only the run id")
-    create.set_defaults(client_handler=create_run)
-
-    get = cmds.add_parser("get", parents=[common], help="show one run")
-    get.add_argument("id")
-    get.add_argument("--events", action="store_true", help="with the current attempt's events")
-    get.set_defaults(client_handler=get_run)
-
-    ls = cmds.add_parser(
-        "list",
-        parents=[common],
-        help="list runs, newest first",
-        description="List runs, newest first. Page on with --starting-after LAST_ID (the hint "
-        "on stderr says when there is more), back with --ending-before FIRST_ID.",
-    )
-    ls.add_argument("--state", choices=STATES, type=str.lower)
-    ls.add_argument("--definition", default="", metavar="NAME", help="runs of this definition")
-    ls.add_argument("--image", default="")
-    ls.add_argument("--topic", default="")
-    ls.add_argument("--since", metavar="TIME", help="created at or after (RFC 3339)")
-    ls.add_argument("--until", metavar="TIME", help="created before (RFC 3339)")
-    ls.add_argument("--limit", type=int32, default=0, help="1..100 (server default 10)")
-    ls.add_argument("--starting-after", default="", metavar="RUN_ID")
-    ls.add_argument("--ending-before", default="", metavar="RUN_ID")
-    ls.set_defaults(client_handler=list_runs)
-
-    cancel = cmds.add_parser("cancel", parents=[common], help="cancel a run that has not ended")
-    cancel.add_argument("id")
-    cancel.add_argument("--reason", default="", help="the CANCELLED event's message")
-    cancel.set_defaults(client_handler=cancel_run)
-
-    retry = cmds.add_parser(
-        "retry", parents=[common], help="start a new attempt of an ended run (forced)"
-    )
-    retry.add_argument("id")
-    retry.set_defaults(client_handler=retry_run)
-
-    events = cmds.add_parser(
-        "events",
-        parents=[common],
-        help="print a run's events (with --json: JSON Lines)",
-    )
-    events.add_argument("id")
-    events.add_argument("--after", type=int64, metavar="SEQ", help="only events after this seq")
-    events.add_argument("--attempt", type=int32, default=0, help="only this attempt's events")
-    events.add_argument("--limit", type=int32, default=0, help="at most this many (default all)")
-    events.set_defaults(client_handler=list_events)
-
-    watch = cmds.add_parser(
-        "watch",
-        parents=[common],
-        help="follow a run until it ends; exit 0 COMPLETED, 1 FAILED, 2 CANCELLED",
-        description="Print the run's events as they happen (replaying those already there) "
-        "with a progress bar on a terminal, until the run ends. With --json: one event per "
-        "line (JSON Lines). Exits 0 when the run ended COMPLETED, 1 FAILED, 2 CANCELLED.",
-    )
-    watch.add_argument("id")
-    watch.add_argument("--after", type=int64, metavar="SEQ", help="only events after this seq")
-    watch.set_defaults(client_handler=watch_events)
 
 
 def create_run(args: argparse.Namespace, client: Client, out: Output) -> int:
@@ -245,12 +141,7 @@ def get_run(args: argparse.Namespace, client: Client, out: Output) -> int:
 
 def list_runs(args: argparse.Namespace, client: Client, out: Output) -> int:
     pager = client.list_runs(
-        state=RunState[(args.state or "unspecified").upper()],
-        definition=args.definition,
-        image=args.image,
-        topic=args.topic,
-        created_gte=_when(args.since, "--since"),
-        created_lt=_when(args.until, "--until"),
+        **_filters(args),
         starting_after=args.starting_after,
         ending_before=args.ending_before,
         page_size=args.limit,  # 0: the server's default
@@ -284,6 +175,34 @@ def list_runs(args: argparse.Namespace, client: Client, out: Output) -> int:
 
 def _when(text: str | None, flag: str) -> datetime | None:
     return None if not text else timestamp(text, flag).ToDatetime(tzinfo=UTC)
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The run filters (RUN_FILTERS) as list_runs' and count_runs' arguments."""
+    return {
+        "state": RunState[(args.state or "unspecified").upper()],
+        "definition": args.definition,
+        "image": args.image,
+        "topic": args.topic,
+        "created_gte": _when(args.since, "--since"),
+        "created_lt": _when(args.until, "--until"),
+    }
+
+
+def count_runs(args: argparse.Namespace, client: Client, out: Output) -> int:
+    resp = client.count_runs(**_filters(args))
+    if out.as_json:
+        out.json_document(resp)
+        return EXIT_OK
+    rows: list[tuple[Text | str, str]] = [
+        (state_text(c.state), str(c.count)) for c in resp.by_state
+    ]
+    if not rows:  # --state: the total is that state's count
+        rows = [(state_text(RunState[args.state.upper()]), str(resp.total))]
+    else:
+        rows.append(("total", str(resp.total)))
+    out.table(("STATE", "RUNS"), rows)
+    return EXIT_OK
 
 
 def cancel_run(args: argparse.Namespace, client: Client, out: Output) -> int:
@@ -410,3 +329,148 @@ EVENT_COLUMNS = ("SEQ", "TIME", "ATTEMPT", "TYPE", "STATE", "PROGRESS", "MESSAGE
 
 def show_events(out: Output, events: Any) -> None:
     out.table(EVENT_COLUMNS, (event_cells(e) for e in events))
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+# `runs list` and `runs count`: ListRuns' filters.
+RUN_FILTERS = (
+    flag("--state", choices=STATES, type=str.lower),
+    flag("--definition", default="", metavar="NAME", help="runs of this definition"),
+    flag("--image", default=""),
+    flag("--topic", default=""),
+    flag("--since", metavar="TIME", help="created at or after (RFC 3339)"),
+    flag("--until", metavar="TIME", help="created before (RFC 3339)"),
+)
+_AD_HOC = "ad-hoc runs only (a definition sets these)"
+RUNS = Group(
+    "runs",
+    "create, read, cancel, retry and watch runs",
+    (
+        Command(
+            "create",
+            "create a run from an image or an op definition",
+            create_run,
+            (
+                flag("--image", one_of="what", help="an ad-hoc run of this container image"),
+                flag(
+                    "--definition",
+                    one_of="what",
+                    metavar="NAME",
+                    help="a run of this op definition",
+                ),
+                flag(
+                    "--version",
+                    default="",
+                    help="with --definition: this version (default: the latest)",
+                ),
+                flag(
+                    "--input",
+                    action="append",
+                    default=[],
+                    metavar="KEY=VALUE",
+                    help="one input; repeat for more (VALUE as JSON when it parses, else a string)",
+                ),
+                flag("--inputs-file", metavar="FILE", help="a JSON object; '-' for stdin"),
+                flag("--priority", type=int32, help="higher runs first (server default 5)"),
+                flag("--request-id", default="", help="idempotency key"),
+                flag("--cpu", group=_AD_HOC, type=int32, help="CPUs the run needs"),
+                flag("--ram-mb", group=_AD_HOC, type=int32, help="RAM the run needs"),
+                flag("--vram-mb", group=_AD_HOC, type=int32, help="GPU memory the run needs"),
+                flag("--gpu-id", group=_AD_HOC, type=int32, help="pin the run to this GPU"),
+                flag(
+                    "--max-attempts",
+                    group=_AD_HOC,
+                    type=int32,
+                    help="attempts allowed, the first included",
+                ),
+                flag("--initial-backoff", group=_AD_HOC, type=float, metavar="SECONDS"),
+                flag("--backoff-multiplier", group=_AD_HOC, type=float),
+                flag("--max-backoff", group=_AD_HOC, type=float, metavar="SECONDS"),
+                flag(
+                    "--topic",
+                    group=_AD_HOC,
+                    default="",
+                    help="publish the run's events to this topic",
+                ),
+                flag(
+                    "--attribute",
+                    group=_AD_HOC,
+                    action="append",
+                    default=[],
+                    metavar="KEY=VALUE",
+                    help="attached to every event published to --topic",
+                ),
+                flag("-q", "--quiet", action="store_true", help="print only the run id"),
+            ),
+            "Create a PENDING run. Inputs come from --inputs-file (a JSON object; "
+            "'-' reads stdin) and --input KEY=VALUE (VALUE is parsed as JSON when it is JSON, "
+            "else taken as a string; --input wins over the file). Prints the run.",
+        ),
+        Command(
+            "get",
+            "show one run",
+            get_run,
+            (
+                flag("id"),
+                flag("--events", action="store_true", help="with the current attempt's events"),
+            ),
+        ),
+        Command(
+            "list",
+            "list runs, newest first",
+            list_runs,
+            (
+                *RUN_FILTERS,
+                flag("--limit", type=int32, default=0, help="1..100 (server default 10)"),
+                flag("--starting-after", default="", metavar="RUN_ID"),
+                flag("--ending-before", default="", metavar="RUN_ID"),
+            ),
+            "List runs, newest first. Page on with --starting-after LAST_ID (the hint "
+            "on stderr says when there is more), back with --ending-before FIRST_ID.",
+        ),
+        Command(
+            "count",
+            "count runs, per state unless --state is given",
+            count_runs,
+            RUN_FILTERS,
+            "Count the runs that match the filters (those of `runs list`): a row per "
+            "state and the total, or with --state that state's count.",
+        ),
+        Command(
+            "cancel",
+            "cancel a run that has not ended",
+            cancel_run,
+            (flag("id"), flag("--reason", default="", help="the CANCELLED event's message")),
+        ),
+        Command(
+            "retry",
+            "start a new attempt of an ended run (forced)",
+            retry_run,
+            (flag("id"),),
+        ),
+        Command(
+            "events",
+            "print a run's events (with --json: JSON Lines)",
+            list_events,
+            (
+                flag("id"),
+                flag("--after", type=int64, metavar="SEQ", help="only events after this seq"),
+                flag("--attempt", type=int32, default=0, help="only this attempt's events"),
+                flag("--limit", type=int32, default=0, help="at most this many (default all)"),
+            ),
+        ),
+        Command(
+            "watch",
+            "follow a run until it ends; exit 0 COMPLETED, 1 FAILED, 2 CANCELLED",
+            watch_events,
+            (
+                flag("id"),
+                flag("--after", type=int64, metavar="SEQ", help="only events after this seq"),
+            ),
+            "Print the run's events as they happen (replaying those already there) "
+            "with a progress bar on a terminal, until the run ends. With --json: one event per "
+            "line (JSON Lines). Exits 0 when the run ended COMPLETED, 1 FAILED, 2 CANCELLED.",
+        ),
+    ),
+)

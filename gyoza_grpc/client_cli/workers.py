@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from gyoza.v1 import workers_pb2
 from gyoza_grpc.client import Client
+from gyoza_grpc.client_cli.commands import Command, Group
 from gyoza_grpc.client_cli.failures import EXIT_OK
 from gyoza_grpc.client_cli.output import Output, enum_name, when
 
 W = workers_pb2
-
-
-def add_workers(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> None:
-    workers = sub.add_parser("workers", help="see the workers the server knows")
-    cmds = workers.add_subparsers(dest="workers_command", required=True, parser_class=parser_class)
-    ls = cmds.add_parser(
-        "list", parents=[common], help="every known worker, alive or evicted, with free capacity"
-    )
-    ls.set_defaults(client_handler=list_workers)
 
 
 def _gpus(resources: workers_pb2.Resources) -> str:
@@ -59,3 +50,16 @@ def list_workers(args: argparse.Namespace, client: Client, out: Output) -> int:
         ),
     )
     return EXIT_OK
+
+
+WORKERS = Group(
+    "workers",
+    "see the workers the server knows",
+    (
+        Command(
+            "list",
+            "every known worker, alive or evicted, with free capacity",
+            list_workers,
+        ),
+    ),
+)

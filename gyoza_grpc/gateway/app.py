@@ -1,4 +1,5 @@
-"""The aiohttp application: one handler per route of `openapi.ROUTES`. Each reads its request
+"""The aiohttp application: one handler per route of `openapi.ROUTES` (`@handles`, named by
+the route's operation_id). Each reads its request
 with the route's tables (validation.py), makes its gRPC calls through upstream.Calls (over
 gyoza_grpc.client's AsyncClient), and answers with the tables of responses.py.
 
@@ -43,6 +44,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INT64_MAX = 2**63 - 1
 
 UPSTREAM = web.AppKey("upstream", Upstream)
+RouteHandler = Callable[["Call"], Awaitable[web.StreamResponse]]
+# operation_id -> its handler: each `@handles` function, here and in sse.py.
+HANDLERS: dict[str, RouteHandler] = {}
+
+
+def handles(fn: RouteHandler) -> RouteHandler:
+    """Make `fn` the handler of the route (openapi.ROUTES) whose operation_id is its name: a
+    new route is its row there and its function here, nothing else (make_app checks that
+    every route has a handler and every handler a route)."""
+    HANDLERS[fn.__name__] = fn
+    return fn
 
 
 @dataclass(frozen=True)
@@ -98,21 +110,31 @@ def _run(run: runs_pb2.Run, status: int = 200) -> web.Response:
 # -- handlers, in the order of openapi.ROUTES ------------------------------------------------
 
 
+@handles
 async def list_runs(c: Call) -> web.Response:
     req = inbound.list_runs_request(c.params)
     resp = await c.calls.list_runs(req, with_events=c.params["view"] == "full")
     return _json(r.render(r.RUN_LIST, resp))
 
 
+@handles
+async def count_runs(c: Call) -> web.Response:
+    resp = await c.calls.count_runs(inbound.count_runs_request(c.params))
+    return _json(r.render(r.RUN_COUNT, resp))
+
+
+@handles
 async def create_run(c: Call) -> web.Response:
     assert c.body is not None
     return _run(await c.calls.create_run(inbound.create_run_request(c.body)), 201)
 
 
+@handles
 async def get_run(c: Call) -> web.Response:
     return _run(await c.calls.get_run(c.run_id))
 
 
+@handles
 async def update_run(c: Call) -> web.Response:
     """The original skipped the fields that are None: nothing given is the run unchanged. It
     looked the run up first, so an unknown run is a 404 even with a state that does not exist."""
@@ -128,10 +150,12 @@ async def update_run(c: Call) -> web.Response:
     return _run(await c.calls.update_run(req))
 
 
+@handles
 async def retry_run(c: Call) -> web.Response:
     return _run(await c.calls.retry_run(c.run_id))
 
 
+@handles
 async def cancel_run(c: Call) -> web.Response:
     try:
         return _run(await c.calls.cancel_run(c.run_id))
@@ -143,6 +167,7 @@ async def cancel_run(c: Call) -> web.Response:
         raise error from None
 
 
+@handles
 async def list_events(c: Call) -> web.Response:
     if c.params["scope"] == "run":
         return await _timeline(c)
@@ -166,6 +191,7 @@ async def _timeline(c: Call) -> web.Response:
     return _json(r.render(r.TIMELINE, resp))
 
 
+@handles
 async def add_event(c: Call) -> web.Response:
     """The original looked the run up first: an unknown run is a 404 whatever the event."""
     assert c.body is not None
@@ -178,38 +204,46 @@ async def add_event(c: Call) -> web.Response:
     return _run(await c.calls.add_event(req))
 
 
+@handles
 async def list_attempts(c: Call) -> web.Response:
     return _json(r.render_all(r.ATTEMPT, await c.calls.list_attempts(c.run_id)))
 
 
+@handles
 async def get_definition(c: Call) -> web.Response:
     definition = await c.calls.get_definition(c.params["name"], c.params["version"] or "")
     return _json(r.render(r.DEFINITION, definition))
 
 
+@handles
 async def create_run_from_definition(c: Call) -> web.Response:
     req = inbound.run_from_definition_request(c.params["name"], c.body or {})
     return _run(await c.calls.create_run_from_definition(req), 201)
 
 
+@handles
 async def list_definitions(c: Call) -> web.Response:
     resp = await c.calls.list_definitions(c.params["limit"], c.params["starting_after"] or "")
     return _json(r.render(r.DEFINITION_LIST, resp))
 
 
+@handles
 async def list_definition_versions(c: Call) -> web.Response:
     resp = await c.calls.list_definition_versions(c.params["name"])
     return _json(r.render(r.DEFINITION_VERSIONS, resp))
 
 
+@handles
 async def list_workers(c: Call) -> web.Response:
     return _json(r.render(r.WORKER_LIST, await c.calls.list_workers()))
 
 
+@handles
 async def get_worker(c: Call) -> web.Response:
     return _json(r.render(r.WORKER, await c.calls.get_worker(c.params["worker_id"])))
 
 
+@handles
 async def get_access(c: Call) -> web.Response:
     return _json(r.render(r.CALLER, await c.calls.get_caller()))
 
@@ -218,34 +252,21 @@ async def openapi_json(request: web.Request) -> web.Response:
     return _json(document())
 
 
-def _handlers() -> dict[str, Callable[[Call], Awaitable[web.StreamResponse]]]:
-    from gyoza_grpc.gateway.sse import stream_events, stream_runs
+def _handlers() -> dict[str, RouteHandler]:
+    """Every route's handler; sse.py's register as it is imported (it imports this module,
+    so not before now)."""
+    from gyoza_grpc.gateway import sse  # noqa: F401
 
-    return {
-        "list_runs": list_runs,
-        "stream_runs": stream_runs,
-        "create_run": create_run,
-        "get_run": get_run,
-        "update_run": update_run,
-        "retry_run": retry_run,
-        "cancel_run": cancel_run,
-        "list_events": list_events,
-        "add_event": add_event,
-        "stream_events": stream_events,
-        "list_attempts": list_attempts,
-        "get_definition": get_definition,
-        "create_run_from_definition": create_run_from_definition,
-        "list_definitions": list_definitions,
-        "list_definition_versions": list_definition_versions,
-        "list_workers": list_workers,
-        "get_worker": get_worker,
-        "get_access": get_access,
-    }
+    routes = {route.operation_id for route in ROUTES}
+    if routes != set(HANDLERS):
+        raise RuntimeError(
+            f"routes without a handler: {sorted(routes - set(HANDLERS))}; "
+            f"handlers without a route: {sorted(set(HANDLERS) - routes)}"
+        )
+    return HANDLERS
 
 
-def _route_handler(
-    route: Route, handle: Callable[[Call], Awaitable[web.StreamResponse]]
-) -> Handler:
+def _route_handler(route: Route, handle: RouteHandler) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         call = await read(request, route)
         try:

@@ -156,20 +156,17 @@ def run_from_definition_request(
 CREATED_FILTERS = ("gte", "lte", "gt", "lt")
 
 
-def list_runs_request(q: Mapping[str, Any]) -> runs_pb2.ListRunsRequest:
-    """GET /runs, checked in the original's order: state and status must agree, the state must
-    exist, every created[...] must be a time `datetime.fromtimestamp` can hold."""
+def _set_run_filters(
+    req: runs_pb2.ListRunsRequest | runs_pb2.CountRunsRequest, q: Mapping[str, Any]
+) -> None:
+    """GET /runs' filters, checked in the original's order: state and status must agree, the
+    state must exist, every created[...] must be a time `datetime.fromtimestamp` can hold."""
     state, status = q.get("state") or None, q.get("status") or None
     if state and status and state != status:
         raise HttpError(400, "state and status must match when both are provided")
-    req = runs_pb2.ListRunsRequest(
-        limit=q["limit"],
-        starting_after=q.get("starting_after") or "",
-        ending_before=q.get("ending_before") or "",
-        op_definition=q.get("op_definition") or "",
-        image=q.get("image") or "",
-        topic=q.get("topic") or "",
-    )
+    req.op_definition = q.get("op_definition") or ""
+    req.image = q.get("image") or ""
+    req.topic = q.get("topic") or ""
     selected = state or status
     if selected:
         req.state = state_value(selected)
@@ -182,6 +179,23 @@ def list_runs_request(q: Mapping[str, Any]) -> runs_pb2.ListRunsRequest:
         except (OverflowError, OSError, ValueError):
             raise HttpError(400, "Invalid created timestamp") from None
         getattr(req, f"created_{op}").FromDatetime(when)
+
+
+def list_runs_request(q: Mapping[str, Any]) -> runs_pb2.ListRunsRequest:
+    """GET /runs: a page and the filters."""
+    req = runs_pb2.ListRunsRequest(
+        limit=q["limit"],
+        starting_after=q.get("starting_after") or "",
+        ending_before=q.get("ending_before") or "",
+    )
+    _set_run_filters(req, q)
+    return req
+
+
+def count_runs_request(q: Mapping[str, Any]) -> runs_pb2.CountRunsRequest:
+    """GET /runs/count: GET /runs' filters."""
+    req = runs_pb2.CountRunsRequest()
+    _set_run_filters(req, q)
     return req
 
 

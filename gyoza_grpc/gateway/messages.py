@@ -191,20 +191,8 @@ RUN_PROPERTY_FILTERS = (
     Parameter("query", Field("image", Type.STRING, "only runs of this image")),
     Parameter("query", Field("topic", Type.STRING, "only runs publishing to this topic")),
 )
-RUN_VIEWS = ("full", "basic")
-LIST_RUNS_QUERY = (
-    Parameter(
-        "query",
-        Field("limit", Type.INTEGER, "page size", default=10, minimum=1, maximum=100),
-    ),
-    Parameter(
-        "query",
-        Field("starting_after", Type.STRING, "a run id: the next (older) page after it"),
-    ),
-    Parameter(
-        "query",
-        Field("ending_before", Type.STRING, "a run id: the previous (newer) page before it"),
-    ),
+# GET /runs' filters, which GET /runs/count takes too.
+RUN_FILTERS_QUERY = (
     Parameter("query", _STATE_FILTER),
     Parameter(
         "query",
@@ -229,6 +217,22 @@ LIST_RUNS_QUERY = (
             ("lt", "before"),
         )
     ),
+)
+RUN_VIEWS = ("full", "basic")
+LIST_RUNS_QUERY = (
+    Parameter(
+        "query",
+        Field("limit", Type.INTEGER, "page size", default=10, minimum=1, maximum=100),
+    ),
+    Parameter(
+        "query",
+        Field("starting_after", Type.STRING, "a run id: the next (older) page after it"),
+    ),
+    Parameter(
+        "query",
+        Field("ending_before", Type.STRING, "a run id: the previous (newer) page before it"),
+    ),
+    *RUN_FILTERS_QUERY,
     Parameter(
         "query",
         Field(

@@ -1,7 +1,8 @@
 """The gateway's routes as data, and the OpenAPI 3.2 document made from them.
 
-`ROUTES` is the one list of routes: app.py registers a handler for each `operation_id` and
-reads each request with the route's parameters and body table, and `document()` describes the
+`ROUTES` is the one list of routes: app.py registers for each the handler named by its
+`operation_id` (app.py's and sse.py's `@handles` functions) and reads each request with the
+route's parameters and body table, and `document()` describes the
 same route from the same tables (fields.py), so the document cannot leave a route, a
 parameter or a field out, nor describe one the handlers do not read. OpenAPI 3.2 because it
 describes an event stream item by item (`itemSchema`).
@@ -98,6 +99,17 @@ ROUTES: tuple[Route, ...] = (
         "the higher `last_event_id`, then `updated_at`. An `event: resync` means changes "
         "may have been missed: list again. A quiet stream gets `: heartbeat` comments; "
         "`event: error` (a StreamError) ends it. Nothing is replayed.",
+    ),
+    Route(
+        "GET",
+        "/runs/count",
+        "count_runs",
+        "Count the runs that match GET /runs' filters, per state without a state filter",
+        "RunService.CountRuns",
+        answer=ref(r.RUN_COUNT.name),
+        params=m.RUN_FILTERS_QUERY,
+        errors=(422,),
+        description="A lower created[...] bound after an upper one is a 400.",
     ),
     Route(
         "POST",

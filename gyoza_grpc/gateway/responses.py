@@ -227,6 +227,32 @@ RUN_LIST = Message(
         _out("url", Type.CONST, lambda _: "/runs", const="/runs"),
     ),
 )
+
+
+def _state_count(name: str) -> Callable[[Any], Any]:
+    value = runs_pb2.RunState.Value(f"RUN_STATE_{name}")
+    return lambda counts: next((c.count for c in counts if c.state == value), 0)
+
+
+RUN_STATE_COUNTS = Message(
+    "RunStateCounts",
+    tuple(_out(name, Type.INT64, _state_count(name), minimum=0) for name in STATES),
+    "How many of the counted runs are in each state.",
+)
+RUN_COUNT = Message(
+    "RunCount",
+    (
+        _out("total", Type.INT64, _attr("total"), minimum=0, description="the matching runs"),
+        _sub(
+            "by_state",
+            RUN_STATE_COUNTS,
+            lambda resp: resp.by_state or None,
+            nullable=True,
+            description="per state; null when `state` (or `status`) was given",
+        ),
+    ),
+    "How many runs match the filters (RunService.CountRuns).",
+)
 ATTEMPT = Message(
     "Attempt",
     (
@@ -541,6 +567,8 @@ RESPONSE_MESSAGES = (
     EVENT,
     RUN,
     RUN_LIST,
+    RUN_STATE_COUNTS,
+    RUN_COUNT,
     ATTEMPT,
     INPUT_SPEC,
     DEFINITION,

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gyoza_grpc.gateway import inbound
 from gyoza_grpc.gateway import responses as r
-from gyoza_grpc.gateway.app import Call
+from gyoza_grpc.gateway.app import Call, handles
 from gyoza_grpc.gateway.errors import from_rpc
 
 _HEADERS = {
@@ -43,6 +43,7 @@ def _frame(data: Any, *, event_id: int | None = None, event: str | None = None) 
     return ("\n".join(lines) + "\n\n").encode()
 
 
+@handles
 async def stream_events(c: Call) -> web.StreamResponse:
     after = c.params["Last-Event-ID"]
     if after is None:
@@ -76,6 +77,7 @@ async def stream_events(c: Call) -> web.StreamResponse:
     return response
 
 
+@handles
 async def stream_runs(c: Call) -> web.StreamResponse:
     call = c.calls.watch_runs(inbound.watch_runs_request(c.params))
     try:

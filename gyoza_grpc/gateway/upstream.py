@@ -63,6 +63,9 @@ class Calls:
         req.view = runs_pb2.RUN_VIEW_FULL if with_events else runs_pb2.RUN_VIEW_BASIC
         return await self.client.call(self.client.run_service.ListRuns, req, retry=True)
 
+    async def count_runs(self, req: runs_pb2.CountRunsRequest) -> runs_pb2.CountRunsResponse:
+        return await self.client.call(self.client.run_service.CountRuns, req, retry=True)
+
     async def create_run(self, req: runs_pb2.CreateRunRequest) -> runs_pb2.Run:
         # With a request_id a repeat returns the first run; without, it could make a second.
         resp = await self.client.call(

@@ -227,10 +227,12 @@ async def start_server(
             server, lambda method, h: access_log.wrap(method, decode_errors.wrap(method, h))
         )
     slots = WatchSlots(limits.max_watch_streams)
+    stats = StatsStore(engines)
     runs_pb2_grpc.add_RunServiceServicer_to_server(
         RunServicer(
             store,
             watcher,
+            stats=stats,
             clock=clock,
             limits=limits,
             watch_slots=slots,
@@ -287,7 +289,6 @@ async def start_server(
     )
     if wakeup is not None:
         wakeup.start()
-    stats = StatsStore(engines)
     db_health = DatabaseHealth(
         stats.ping,
         health_servicer,

@@ -106,6 +106,18 @@ def old_dict_to_struct(doc: JSON) -> struct_pb2.Struct:
     return s
 
 
+def old_state(state: RunState) -> runs_pb2.RunState.ValueType:
+    return runs_pb2.RunState.Value(f"RUN_STATE_{state.value}")
+
+
+def old_event_type(event_type: EventType) -> runs_pb2.EventType.ValueType:
+    return runs_pb2.EventType.Value(f"EVENT_TYPE_{event_type.value}")
+
+
+def old_opt(msg: Any, name: str) -> int | None:
+    return getattr(msg, name) if msg.HasField(name) else None  # type: ignore[no-any-return]
+
+
 def old_ts(t: datetime) -> timestamp_pb2.Timestamp:
     us = to_us(t)
     return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
@@ -149,11 +161,11 @@ def old_event_to_pb(e: Event) -> runs_pb2.Event:
     out = runs_pb2.Event(
         seq=e.seq,
         attempt=e.attempt,
-        type=convert._TYPE_TO_PB[e.type],
+        type=old_event_type(e.type),
         time=old_ts(e.time),
         msg=e.msg,
         payload=old_dict_to_struct(e.payload),
-        state=convert._STATE_TO_PB[e.state],
+        state=old_state(e.state),
         run_id=e.run_id,
     )
     if e.progress is not None:
@@ -165,7 +177,7 @@ def old_run_to_pb(run: Run, run_events: Iterable[Event] = ()) -> runs_pb2.Run:
     a = run.attempt
     out = runs_pb2.Run(
         id=run.id,
-        state=convert._STATE_TO_PB[run.state],
+        state=old_state(run.state),
         priority=run.priority,
         image=run.image,
         inputs=old_dict_to_struct(run.inputs),
@@ -197,7 +209,7 @@ def old_attempt_to_pb(a: Attempt, run: Run) -> runs_pb2.Attempt:
         id=a.id,
         run_id=a.run_id,
         attempt=a.number,
-        state=convert._STATE_TO_PB[a.state],
+        state=old_state(a.state),
         progress=a.progress,
         inputs=old_dict_to_struct(run.inputs),
         outputs=old_dict_to_struct(a.outputs),
@@ -221,10 +233,10 @@ def old_spec_from_create(
         priority=req.priority if req.HasField("priority") else DEFAULT_PRIORITY,
         inputs=old_struct_to_dict(req.inputs, "inputs", max_json_bytes),
         constraints=Constraints(
-            cpu=convert._opt(c, "cpu"),
-            ram_mb=convert._opt(c, "ram_mb"),
-            vram_mb=convert._opt(c, "vram_mb"),
-            gpu_id=convert._opt(c, "gpu_id"),
+            cpu=old_opt(c, "cpu"),
+            ram_mb=old_opt(c, "ram_mb"),
+            vram_mb=old_opt(c, "vram_mb"),
+            gpu_id=old_opt(c, "gpu_id"),
         ),
         retry_policy=convert.retry_policy_from_pb(req.retry_policy),
         event_delivery=EventDelivery(
@@ -418,7 +430,7 @@ def test_wire_size_bounds_the_json_size(doc: JSON) -> None:
     old = outcome(old_struct_to_dict, struct, "x")
     if old[0] == "ok":
         size = len(json.dumps(old[1], separators=(",", ":"), ensure_ascii=False).encode())
-        assert size <= convert._JSON_BYTES_PER_WIRE_BYTE * struct.ByteSize() + 2
+        assert size <= convert.JSON_BYTES_PER_WIRE_BYTE * struct.ByteSize() + 2
 
 
 @pytest.mark.parametrize(
@@ -439,7 +451,7 @@ def test_wire_size_bound_on_worst_cases(doc: JSON) -> None:
     struct = build_struct(doc)
     got = convert.struct_to_dict(struct, "x")
     size = len(json.dumps(got, separators=(",", ":"), ensure_ascii=False).encode())
-    assert size <= convert._JSON_BYTES_PER_WIRE_BYTE * struct.ByteSize() + 2
+    assert size <= convert.JSON_BYTES_PER_WIRE_BYTE * struct.ByteSize() + 2
     for max_bytes in (size, size - 1):
         check_read(doc, max_bytes)
 
@@ -682,9 +694,9 @@ def test_timestamps_and_durations_outside_the_usual_range() -> None:
         datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
         datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
     ):
-        assert convert._ts(t) == old_ts(t)
+        assert convert.now_pb(t) == old_ts(t)
     with pytest.raises(ValueError, match="naive datetime"):
-        convert._ts(datetime(2020, 1, 1))
+        convert.now_pb(datetime(2020, 1, 1))
     for d in (timedelta(microseconds=-1), timedelta(days=-3, microseconds=7), timedelta(0)):
         rp = RetryPolicy(initial_backoff=d, max_backoff=d)
         assert convert.retry_policy_to_pb(rp) == old_retry_policy_to_pb(rp)

@@ -125,6 +125,45 @@ async def test_cancel_retry_and_events(srv: CliServer) -> None:
     assert events[1]["attempt"] == 2 and events[1]["runId"] == run.id
 
 
+async def test_count_per_state_and_with_a_state(srv: CliServer) -> None:
+    await create(srv.runs, "img-count")
+    cancelled = await create(srv.runs, "img-count")
+    await cli(srv.target, "runs", "cancel", cancelled.id)
+    await create(srv.runs, "img-other")
+
+    table = await cli(srv.target, "runs", "count", "--image", "img-count")
+    assert table.code == 0, table.err
+    assert no_ansi(table.out)
+    rows = [line.split() for line in table.out.splitlines()]
+    assert rows == [
+        ["STATE", "RUNS"],
+        ["PENDING", "1"],
+        ["ASSIGNED", "0"],
+        ["RUNNING", "0"],
+        ["COMPLETED", "0"],
+        ["FAILED", "0"],
+        ["CANCELLED", "1"],
+        ["total", "2"],
+    ]
+
+    one = await cli(srv.target, "runs", "count", "--state", "pending")
+    assert one.code == 0, one.err
+    assert [line.split() for line in one.out.splitlines()] == [["STATE", "RUNS"], ["PENDING", "2"]]
+
+    doc = await cli(srv.target, "runs", "count", "--definition", "none", "--json")
+    assert doc.code == 0, doc.err
+    got = json_format.Parse(doc.out, runs_pb2.CountRunsResponse())
+    assert got.total == 0 and [c.count for c in got.by_state] == [0] * 6
+
+    reversed_range = await cli(
+        srv.target, "runs", "count", "--since", "2030-01-01T00:00:00Z",
+        "--until", "2020-01-01T00:00:00Z",
+    )  # fmt: skip
+    assert reversed_range.code == 3
+    assert reversed_range.err.startswith("error: INVALID_ARGUMENT: ")
+    assert "created_lt" in reversed_range.err
+
+
 async def test_errors_name_the_status_and_exit_non_zero(srv: CliServer) -> None:
     missing = await cli(srv.target, "runs", "get", "no-such-run")
     assert missing.code == 3

@@ -17,6 +17,7 @@ from gyoza_grpc.client import (
     Definition,
     EventType,
     InputSpec,
+    InvalidArgument,
     Resources,
     RetryPolicy,
     RunState,
@@ -100,6 +101,24 @@ async def test_list_runs_filters(client: Either) -> None:
     assert await client.collect("list_runs", created_lt=before) == []
     with pytest.raises(ValueError, match="naive"):
         await client.collect("list_runs", created_gte=datetime.now())
+
+
+async def test_count_runs(client: Either) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    image = f"img-count-{client.kind}"
+    await client.call("create_run", image)
+    run = await client.call("create_run", image)
+    await client.call("cancel_run", run.id)
+    got = await client.call("count_runs", image=image)
+    assert got.total == 2
+    counts = {RunState(c.state): c.count for c in got.by_state}
+    assert counts == {s: 0 for s in RunState if s} | {RunState.PENDING: 1, RunState.CANCELLED: 1}
+    only = await client.call("count_runs", image=image, state=RunState.CANCELLED)
+    assert (only.total, list(only.by_state)) == (1, [])
+    assert (await client.call("count_runs", image=image, created_lt=before)).total == 0
+    with pytest.raises(InvalidArgument) as err:
+        await client.call("count_runs", created_gte=datetime.now(UTC), created_lt=before)
+    assert [v.field for v in err.value.violations] == ["created_lt"]
 
 
 async def test_definitions(client: Either) -> None:

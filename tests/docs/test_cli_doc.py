@@ -25,6 +25,7 @@ STEPS = [
     "keep-run",
     "watch",
     "list",
+    "count",
     "definition",
     "bad-input",
     "not-found",

@@ -32,7 +32,7 @@ def gateway_command(command: str) -> str:
 def test_the_gateway_page(tmp_path: Path) -> None:
     require("curl", "the gateway page's commands")
     steps = marked_steps("gateway", GATEWAY_PAGE)
-    assert [s.name for s in steps] == ["gateway", "create", "list"]
+    assert [s.name for s in steps] == ["gateway", "create", "list", "count"]
     with serve(tmp_path, "--port", "0", "--database-url", "sqlite+aiosqlite:///gw.db") as server:
         target = server.wait_serving()
         session = Session(ROOT, session_env(), tmp_path, replace={EXAMPLE_TARGET: target})

@@ -16,7 +16,7 @@ from openapi_spec_validator import validate
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc
 from gyoza_grpc.cli import main
-from gyoza_grpc.gateway.app import make_app
+from gyoza_grpc.gateway.app import HANDLERS, make_app
 from gyoza_grpc.gateway.dashboard import PAGES, STATIC
 from gyoza_grpc.gateway.openapi import ROUTES, document
 from tests.conftest import TEST_SERVER_OPTIONS
@@ -196,6 +196,20 @@ async def test_the_deepest_accepted_body_makes_a_run_every_client_can_read(
     assert (await gateway.call("GET", "/runs", 200))["data"][0]["inputs"] == inputs
 
 
+def test_a_route_without_a_handler_or_a_handler_without_a_route_fails_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_app("127.0.0.1:1")  # every route has its handler
+    count_runs = HANDLERS["count_runs"]
+    monkeypatch.delitem(HANDLERS, "count_runs")
+    with pytest.raises(RuntimeError, match=r"routes without a handler: \['count_runs'\]"):
+        make_app("127.0.0.1:1")
+    monkeypatch.setitem(HANDLERS, "count_runs", count_runs)
+    monkeypatch.setitem(HANDLERS, "no_such_route", count_runs)
+    with pytest.raises(RuntimeError, match=r"handlers without a route: \['no_such_route'\]"):
+        make_app("127.0.0.1:1")
+
+
 async def test_openapi_document_is_valid_and_lists_every_route(gateway: Gateway) -> None:
     doc = await gateway.call("GET", "/openapi.json", 200)
     assert doc == document()
@@ -212,7 +226,7 @@ async def test_openapi_document_is_valid_and_lists_every_route(gateway: Gateway)
         ("GET", STATIC),
     }
     assert served == documented | {("GET", "/openapi.json")} | dashboard
-    assert len(documented) == len(ROUTES) == 18
+    assert len(documented) == len(ROUTES)  # no two routes share a method and path
 
 
 async def test_gateway_shutdown_ends_open_streams(tmp_path: Any) -> None:

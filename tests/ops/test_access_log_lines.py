@@ -20,7 +20,7 @@ import pytest
 
 from gyoza.v1 import runs_pb2, runs_pb2_grpc, topics_pb2, workers_pb2
 from gyoza_grpc.server.api import access_log
-from gyoza_grpc.server.api.access_log import _Method
+from gyoza_grpc.server.api.access_log import MethodLog
 from gyoza_grpc.server.ops import log_format
 from gyoza_grpc.server.ops.log_format import (
     ACCESS_LOGGER,
@@ -90,7 +90,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
-def _methods() -> dict[str, _Method]:
+def _methods() -> dict[str, MethodLog]:
     names = {
         "get": ("/gyoza.v1.RunService/GetRun", False),
         "create": ("/gyoza.v1.RunService/CreateRun", False),
@@ -99,7 +99,7 @@ def _methods() -> dict[str, _Method]:
         "beat": ("/gyoza.v1.WorkerService/Heartbeat", False),
         "unknown": ("/unknown", False),
     }
-    return {k: _Method(name, None, streaming=s) for k, (name, s) in names.items()}
+    return {k: MethodLog(name, None, streaming=s) for k, (name, s) in names.items()}
 
 
 # Times chosen around the edges: a millisecond's, a second's (JSON rounds to the µs first).
@@ -107,7 +107,9 @@ _TIMES = (1_717_171_717.25, 1_717_171_717.9994999, 1_717_171_718.9999996, 1_000_
 _ODD = 'é"\\\x01\u2028\U0001f600 ' + "x" * 300
 
 
-def _calls(methods: dict[str, _Method]) -> list[tuple[_Method, Any, str, float, dict[str, Any]]]:
+def _calls(
+    methods: dict[str, MethodLog],
+) -> list[tuple[MethodLog, Any, str, float, dict[str, Any]]]:
     peer = "ipv4:127.0.0.1:50412"
     return [
         (methods["get"], runs_pb2.GetRunRequest(id="r-1"), "OK", 0.0123456, {"peer": peer}),
@@ -358,11 +360,11 @@ def test_queued_lines_are_written_at_interpreter_exit() -> None:
     script = textwrap.dedent(
         """
         import asyncio
-        from gyoza_grpc.server.api.access_log import _Method
+        from gyoza_grpc.server.api.access_log import MethodLog
         from gyoza_grpc.server.ops.log_format import configure_logging
 
         configure_logging("info", "json")
-        m = _Method("/gyoza.v1.RunService/GetRun", None, streaming=False)
+        m = MethodLog("/gyoza.v1.RunService/GetRun", None, streaming=False)
 
         async def main():
             for _ in range(3):

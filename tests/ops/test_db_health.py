@@ -40,9 +40,9 @@ async def pg_url() -> AsyncIterator[str]:
 async def _allow_connections(url: str, allow: bool) -> None:
     name = make_url(url).database
     base = databases.postgres_base_url()
-    await databases._admin(base, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+    await databases.admin(base, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
     if not allow:
-        await databases._admin(
+        await databases.admin(
             base,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",

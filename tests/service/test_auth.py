@@ -110,6 +110,9 @@ CALLS: dict[str, Callable[[grpc.aio.Channel], Awaitable[Any]]] = {
     "/gyoza.v1.RunService/ListRuns": lambda ch: runs_pb2_grpc.RunServiceStub(ch).ListRuns(
         runs_pb2.ListRunsRequest()
     ),
+    "/gyoza.v1.RunService/CountRuns": lambda ch: runs_pb2_grpc.RunServiceStub(ch).CountRuns(
+        runs_pb2.CountRunsRequest()
+    ),
     "/gyoza.v1.RunService/WatchEvents": lambda ch: first_message(
         runs_pb2_grpc.RunServiceStub(ch).WatchEvents(runs_pb2.WatchEventsRequest(run_id="missing"))
     ),
@@ -162,6 +165,7 @@ ALLOWED = {
         "/gyoza.v1.AccessService/GetCaller",
         "/gyoza.v1.RunService/GetRun",
         "/gyoza.v1.RunService/ListRuns",
+        "/gyoza.v1.RunService/CountRuns",
         "/gyoza.v1.RunService/WatchEvents",
         "/gyoza.v1.RunService/WatchRuns",
         "/gyoza.v1.TopicService/ListTopicEvents",

@@ -29,7 +29,7 @@ async def test_the_thread_checkpoints_what_the_writers_append(tmp_path: Path) ->
         spec = RunSpec(image="op:1", inputs={"n": 1})
         await asyncio.gather(*(store.create_run(new_run(spec, NOW)) for _ in range(300)))
         checkpointer = engines.checkpointer
-        assert checkpointer is not None
+        assert checkpointer is not None and checkpointer.running
         for _ in range(100):  # the thread copies the frames back within a few of its rounds
             await asyncio.sleep(0.05)
             last = checkpointer.last
@@ -41,4 +41,4 @@ async def test_the_thread_checkpoints_what_the_writers_append(tmp_path: Path) ->
         await store.transactions.close()
         await engines.dispose()
     assert engines.checkpointer is not None
-    assert not engines.checkpointer._thread.is_alive()
+    assert not engines.checkpointer.running

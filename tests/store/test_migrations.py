@@ -28,7 +28,7 @@ async def empty_url(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIt
         return
     base = databases.postgres_base_url()
     name = f"gyoza_m_{uuid.uuid4().hex[:12]}"
-    await databases._admin(base, f'CREATE DATABASE "{name}"')
+    await databases.admin(base, f'CREATE DATABASE "{name}"')
     url = make_url(base).set(database=name).render_as_string(hide_password=False)
     try:
         yield url

@@ -665,6 +665,105 @@ class ListRunsResponse(_message.Message):
 Global___ListRunsResponse: _TypeAlias = ListRunsResponse  # noqa: Y015
 
 @_typing.final
+class CountRunsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    OP_DEFINITION_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    CREATED_GTE_FIELD_NUMBER: _builtins.int
+    CREATED_LTE_FIELD_NUMBER: _builtins.int
+    CREATED_GT_FIELD_NUMBER: _builtins.int
+    CREATED_LT_FIELD_NUMBER: _builtins.int
+    state: Global___RunState.ValueType
+    """The filters of ListRunsRequest, with the same meaning; a lower bound of
+    created_* after an upper one is INVALID_ARGUMENT.
+    """
+    op_definition: _builtins.str
+    image: _builtins.str
+    topic: _builtins.str
+    @_builtins.property
+    def created_gte(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_lte(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_gt(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_lt(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        state: Global___RunState.ValueType = ...,
+        op_definition: _builtins.str = ...,
+        image: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        created_gte: _timestamp_pb2.Timestamp | None = ...,
+        created_lte: _timestamp_pb2.Timestamp | None = ...,
+        created_gt: _timestamp_pb2.Timestamp | None = ...,
+        created_lt: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_gt", b"created_gt", "created_gte", b"created_gte", "created_lt", b"created_lt", "created_lte", b"created_lte"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_gt", b"created_gt", "created_gte", b"created_gte", "created_lt", b"created_lt", "created_lte", b"created_lte", "image", b"image", "op_definition", b"op_definition", "state", b"state", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountRunsRequest: _TypeAlias = CountRunsRequest  # noqa: Y015
+
+@_typing.final
+class StateCount(_message.Message):
+    """StateCount is how many of the counted runs are in one state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    state: Global___RunState.ValueType
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        state: Global___RunState.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateCount: _TypeAlias = StateCount  # noqa: Y015
+
+@_typing.final
+class CountRunsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    BY_STATE_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """The runs that match every filter given."""
+    @_builtins.property
+    def by_state(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateCount]:
+        """Without a state filter: every state, in RunState order, zeros included.
+        With one: empty (`total` is that state's count).
+        """
+
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        by_state: _abc.Iterable[Global___StateCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_state", b"by_state", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountRunsResponse: _TypeAlias = CountRunsResponse  # noqa: Y015
+
+@_typing.final
 class UpdateRunRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -51,6 +51,11 @@ class RunServiceStub:
                 request_serializer=gyoza_dot_v1_dot_runs__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=gyoza_dot_v1_dot_runs__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.CountRuns = channel.unary_unary(
+                '/gyoza.v1.RunService/CountRuns',
+                request_serializer=gyoza_dot_v1_dot_runs__pb2.CountRunsRequest.SerializeToString,
+                response_deserializer=gyoza_dot_v1_dot_runs__pb2.CountRunsResponse.FromString,
+                _registered_method=True)
         self.UpdateRun = channel.unary_unary(
                 '/gyoza.v1.RunService/UpdateRun',
                 request_serializer=gyoza_dot_v1_dot_runs__pb2.UpdateRunRequest.SerializeToString,
@@ -115,6 +120,14 @@ class RunServiceServicer:
 
     def ListRuns(self, request, context):
         """ListRuns pages through runs, newest first, with Stripe-style cursors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountRuns(self, request, context):
+        """CountRuns counts the runs that match ListRuns' filters and, without a state
+        filter, how many of them are in each state (for dashboards and pollers).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,6 +212,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=gyoza_dot_v1_dot_runs__pb2.ListRunsRequest.FromString,
                     response_serializer=gyoza_dot_v1_dot_runs__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'CountRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountRuns,
+                    request_deserializer=gyoza_dot_v1_dot_runs__pb2.CountRunsRequest.FromString,
+                    response_serializer=gyoza_dot_v1_dot_runs__pb2.CountRunsResponse.SerializeToString,
             ),
             'UpdateRun': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateRun,
@@ -324,6 +342,33 @@ class RunService:
             '/gyoza.v1.RunService/ListRuns',
             gyoza_dot_v1_dot_runs__pb2.ListRunsRequest.SerializeToString,
             gyoza_dot_v1_dot_runs__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gyoza.v1.RunService/CountRuns',
+            gyoza_dot_v1_dot_runs__pb2.CountRunsRequest.SerializeToString,
+            gyoza_dot_v1_dot_runs__pb2.CountRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class RunServiceStub:
     """GetRun returns one run; view RUN_VIEW_FULL adds the current attempt's events."""
     ListRuns: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ListRunsRequest, _runs_pb2.ListRunsResponse]
     """ListRuns pages through runs, newest first, with Stripe-style cursors."""
+    CountRuns: _grpc.UnaryUnaryMultiCallable[_runs_pb2.CountRunsRequest, _runs_pb2.CountRunsResponse]
+    """CountRuns counts the runs that match ListRuns' filters and, without a state
+    filter, how many of them are in each state (for dashboards and pollers).
+    """
     UpdateRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.UpdateRunRequest, _runs_pb2.UpdateRunResponse]
     """UpdateRun changes state (through a legal transition), outputs or priority."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.CancelRunRequest, _runs_pb2.CancelRunResponse]
@@ -86,6 +90,10 @@ class RunServiceAsyncStub(RunServiceStub):
     """GetRun returns one run; view RUN_VIEW_FULL adds the current attempt's events."""
     ListRuns: _aio.UnaryUnaryMultiCallable[_runs_pb2.ListRunsRequest, _runs_pb2.ListRunsResponse]  # type: ignore[assignment]
     """ListRuns pages through runs, newest first, with Stripe-style cursors."""
+    CountRuns: _aio.UnaryUnaryMultiCallable[_runs_pb2.CountRunsRequest, _runs_pb2.CountRunsResponse]  # type: ignore[assignment]
+    """CountRuns counts the runs that match ListRuns' filters and, without a state
+    filter, how many of them are in each state (for dashboards and pollers).
+    """
     UpdateRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.UpdateRunRequest, _runs_pb2.UpdateRunResponse]  # type: ignore[assignment]
     """UpdateRun changes state (through a legal transition), outputs or priority."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.CancelRunRequest, _runs_pb2.CancelRunResponse]  # type: ignore[assignment]
@@ -141,6 +149,16 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_runs_pb2.ListRunsResponse, _abc.Awaitable[_runs_pb2.ListRunsResponse]]:
         """ListRuns pages through runs, newest first, with Stripe-style cursors."""
+
+    @_abc_1.abstractmethod
+    def CountRuns(
+        self,
+        request: _runs_pb2.CountRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.CountRunsResponse, _abc.Awaitable[_runs_pb2.CountRunsResponse]]:
+        """CountRuns counts the runs that match ListRuns' filters and, without a state
+        filter, how many of them are in each state (for dashboards and pollers).
+        """
 
     @_abc_1.abstractmethod
     def UpdateRun(

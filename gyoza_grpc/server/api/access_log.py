@@ -73,8 +73,9 @@ def _duration_ms(seconds: float) -> str:
     return text + "0" if text[-1] == "." else text
 
 
-class _Method:
-    """What is known about one method: its name, its request fields, its metric children."""
+class MethodLog:
+    """The access log of one method: what is known about it (its name, its request fields,
+    its metric children), found once, and `finish`, which logs and counts one call."""
 
     __slots__ = (
         "_children",
@@ -201,12 +202,12 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: ServerMetrics | None = None) -> None:
         self._metrics = metrics
         self._cache: dict[str, tuple[Any, Any]] = {}
-        self._unknown_methods: dict[bool, _Method] = {}
+        self._unknown_methods: dict[bool, MethodLog] = {}
 
-    def _unknown(self, streaming: bool) -> _Method:
+    def _unknown(self, streaming: bool) -> MethodLog:
         found = self._unknown_methods.get(streaming)
         if found is None:
-            found = self._unknown_methods[streaming] = _Method(
+            found = self._unknown_methods[streaming] = MethodLog(
                 UNKNOWN_METHOD, self._metrics, streaming=streaming
             )
         return found
@@ -231,13 +232,13 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # A method this server does not have, refused by auth before UNIMPLEMENTED: one
             # label for all of them, nothing cached (a client could name endless methods).
             return _wrap(handler, self._unknown(handler.response_streaming))
-        observed = _Method(method, self._metrics, streaming=handler.response_streaming)
+        observed = MethodLog(method, self._metrics, streaming=handler.response_streaming)
         wrapped = _wrap(handler, observed)
         self._cache[method] = (handler, wrapped)
         return wrapped
 
 
-def _wrap(handler: Any, m: _Method) -> Any:
+def _wrap(handler: Any, m: MethodLog) -> Any:
     if handler.unary_unary is not None:
         return handler._replace(unary_unary=_unary_response(handler.unary_unary, m))
     if handler.stream_unary is not None:
@@ -249,7 +250,7 @@ def _wrap(handler: Any, m: _Method) -> Any:
     return handler
 
 
-def _unary_response(inner: Callable[..., Awaitable[Any]], m: _Method) -> Any:
+def _unary_response(inner: Callable[..., Awaitable[Any]], m: MethodLog) -> Any:
     async def call(request: Any, context: Any) -> Any:
         start = time.perf_counter()
         # Read while the call is alive: grpc.aio's peer() on a finished call can crash.
@@ -271,7 +272,7 @@ def _unary_response(inner: Callable[..., Awaitable[Any]], m: _Method) -> Any:
     return call
 
 
-def _stream_response(inner: Callable[..., Any], m: _Method) -> Any:
+def _stream_response(inner: Callable[..., Any], m: MethodLog) -> Any:
     """grpc.aio accepts an async generator or a coroutine that calls context.write (the
     health servicer's Watch); each is wrapped as what it is."""
     if inspect.iscoroutinefunction(inner):

@@ -62,6 +62,10 @@ def state_from_pb(value: int, field: str) -> RunState:
         raise InvalidArgument.field(field, f"must be a run state, got {name}") from None
 
 
+def state_to_pb(state: RunState) -> runs_pb2.RunState.ValueType:
+    return _STATE_TO_PB[state]
+
+
 def event_type_from_pb(value: int, field: str = "type") -> EventType:
     try:
         return _PB_TO_TYPE[value]
@@ -78,7 +82,7 @@ _INF = math.inf
 # (\u00XX), a number's 9 wire bytes at most 24 characters, and every key, value and list
 # item has at least 2 wire bytes of tag and length for its quotes, colon, comma and `null`.
 # A Struct whose bound is within the cap needs no encoding to know it fits.
-_JSON_BYTES_PER_WIRE_BYTE = 6
+JSON_BYTES_PER_WIRE_BYTE = 6
 
 
 def _check_json(doc: Any, field: str, max_bytes: int | None = None) -> None:
@@ -185,7 +189,7 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str, max_bytes: int | None 
     character, or past `max_bytes` of canonical JSON, in that order of precedence.
 
     One pass reads and checks the document; it is encoded to JSON only when its wire size
-    leaves room for doubt about the cap (see _JSON_BYTES_PER_WIRE_BYTE)."""
+    leaves room for doubt about the cap (see JSON_BYTES_PER_WIRE_BYTE)."""
     if not struct.fields:
         return {}
     reader = _StructReader()
@@ -201,7 +205,7 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str, max_bytes: int | None 
         )
     if reader.nul:
         raise InvalidArgument.field(field, "must not contain NUL characters")
-    if max_bytes is not None and _JSON_BYTES_PER_WIRE_BYTE * struct.ByteSize() + 2 > max_bytes:
+    if max_bytes is not None and JSON_BYTES_PER_WIRE_BYTE * struct.ByteSize() + 2 > max_bytes:
         _check_size(_JSON_ENCODER.encode(doc), field, max_bytes)
     return doc
 

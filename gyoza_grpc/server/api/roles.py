@@ -1,8 +1,9 @@
 """Which role may call which method, derived from the service descriptors.
 
 - admin: every method.
-- reader: every Get*, List* and Watch* method of the gyoza services, found by name in the
-  descriptors, so a new read RPC is readable and any other new RPC is admin-only: never open.
+- reader: every Get*, List*, Count* and Watch* method of the gyoza services, found by name in
+  the descriptors, so a new read RPC named so is readable and any other new RPC is
+  admin-only: never open. The verb is the contract: an RPC named for reading must not write.
 - worker: what a worker process calls (Heartbeat, ClaimRuns, WaitForStopOrders, AddEvent,
   GetRun, ListEvents, WatchEvents), plus the two calls the worker SDK reconciles with:
   GetWorker (what the server says it holds, read only) and ReleaseRun (hand back an ASSIGNED
@@ -37,7 +38,7 @@ OPEN_SERVICES = frozenset(
         "grpc.reflection.v1.ServerReflection",
     }
 )
-READ_PREFIXES = ("Get", "List", "Watch")
+READ_PREFIXES = ("Get", "List", "Count", "Watch")
 
 
 def method_path(service: ServiceDescriptor, name: str) -> str:

@@ -5,7 +5,7 @@ the domain."""
 from __future__ import annotations
 
 import functools
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import grpc
 
@@ -21,7 +21,8 @@ from gyoza_grpc.server.api.errors import streaming, unary
 from gyoza_grpc.server.api.response_budget import ResponseBudget, fill_within
 from gyoza_grpc.server.api.run_replies import RunReplies
 from gyoza_grpc.server.config import DEFAULT_HEARTBEAT_S
-from gyoza_grpc.server.store.run_store import RunQuery, RunStore
+from gyoza_grpc.server.store.run_store import RunFilters, RunQuery, RunStore
+from gyoza_grpc.server.store.stats_store import StatsStore
 from gyoza_grpc.server.streams.run_feed import Quiet, Resync, RunFeed, RunFilter, follow
 from gyoza_grpc.server.streams.watch import EventWatcher, Heartbeat
 from gyoza_grpc.server.streams.watch_slots import WatchSlots
@@ -49,6 +50,30 @@ def _full_view(view: int) -> bool:
     return view == runs_pb2.RUN_VIEW_FULL
 
 
+_CREATED: tuple[Literal["created_gte", "created_lte", "created_gt", "created_lt"], ...] = (
+    "created_gte",
+    "created_lte",
+    "created_gt",
+    "created_lt",
+)
+
+
+def _filters(req: runs_pb2.ListRunsRequest | runs_pb2.CountRunsRequest) -> dict[str, Any]:
+    """The filters ListRuns and CountRuns share (the same fields in both requests), as
+    RunFilters' arguments."""
+    times: dict[str, int | None] = {
+        name: convert.timestamp_to_us(getattr(req, name), name) if req.HasField(name) else None
+        for name in _CREATED
+    }
+    return {
+        "state": convert.state_from_pb(req.state, "state") if req.state else None,
+        "op_definition": convert.text(req.op_definition, "op_definition"),
+        "image": convert.text(req.image, "image"),
+        "topic": convert.text(req.topic, "topic"),
+        **times,
+    }
+
+
 def _list_query(req: runs_pb2.ListRunsRequest) -> RunQuery:
     violations: list[FieldViolation] = []
     limit = req.limit or DEFAULT_LIST_LIMIT
@@ -63,21 +88,25 @@ def _list_query(req: runs_pb2.ListRunsRequest) -> RunQuery:
             violations.append(FieldViolation(name, f"must be at most {MAX_ID_LEN} characters"))
     if violations:
         raise InvalidArgument.for_fields(violations)
-    times = {
-        name: convert.timestamp_to_us(getattr(req, name), name) if req.HasField(name) else None
-        for name in ("created_gte", "created_lte", "created_gt", "created_lt")
-    }
     return RunQuery(
         limit=limit,
         starting_after=convert.text(req.starting_after, "starting_after"),
         ending_before=convert.text(req.ending_before, "ending_before"),
-        state=convert.state_from_pb(req.state, "state") if req.state else None,
-        op_definition=convert.text(req.op_definition, "op_definition"),
-        image=convert.text(req.image, "image"),
-        topic=convert.text(req.topic, "topic"),
         with_events=_full_view(req.view),
-        **times,
+        **_filters(req),
     )
+
+
+def _count_filters(req: runs_pb2.CountRunsRequest) -> RunFilters:
+    """ListRuns' filters, and a time range that is not upside down: an empty page is a fine
+    answer to a list, but a count of zero for a reversed range hides the caller's mistake."""
+    filters = RunFilters(**_filters(req))
+    for low in ("created_gte", "created_gt"):
+        for high in ("created_lte", "created_lt"):
+            start, end = getattr(filters, low), getattr(filters, high)
+            if start is not None and end is not None and start > end:
+                raise InvalidArgument.field(high, f"must not be before {low}")
+    return filters
 
 
 def _update_fields(
@@ -122,6 +151,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         store: RunStore,
         watcher: EventWatcher,
         *,
+        stats: StatsStore,
         clock: Clock = utc_now,
         limits: Limits = DEFAULT_LIMITS,
         watch_slots: WatchSlots | None = None,
@@ -129,6 +159,7 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
         self._store = store
+        self._stats = stats
         self._watcher = watcher
         self._run_feed = run_feed if run_feed is not None else RunFeed()
         self._heartbeat_s = heartbeat_s
@@ -183,6 +214,18 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
         if backward:
             out.data.reverse()  # newest first, as always
         out.has_more = page.has_more or not complete
+        return out
+
+    @unary
+    async def CountRuns(
+        self, request: runs_pb2.CountRunsRequest, context: Context
+    ) -> runs_pb2.CountRunsResponse:
+        filters = _count_filters(request)
+        counts = await self._stats.count_runs(filters)
+        out = runs_pb2.CountRunsResponse(total=sum(counts.values()))
+        if filters.state is None:
+            for state in RunState:
+                out.by_state.add(state=convert.state_to_pb(state), count=counts.get(state, 0))
         return out
 
     @unary

@@ -2,8 +2,8 @@
 
 SQLite in WAL mode appends each commit to the -wal file and, by default, the commit that takes
 the log past 1,000 pages also copies the log back into the database and (synchronous=NORMAL)
-fsyncs it: a stall of milliseconds on the loop, every few hundred CreateRuns (random run ids
-touch many pages). Here a daemon thread runs `PRAGMA wal_checkpoint(PASSIVE)` on its own
+fsyncs it: a copy and a disk flush on the loop, every few hundred CreateRuns (random run
+ids touch many pages). Here a daemon thread runs `PRAGMA wal_checkpoint(PASSIVE)` on its own
 connection every `interval_s`. A passive checkpoint never waits for the writer or the readers
 and SQLite releases the GIL while it copies and syncs, so it runs beside the loop on the other
 core. The writers' own automatic checkpoint stays as a backstop at SAFETY_NET_PAGES, should this
@@ -37,6 +37,11 @@ class WalCheckpointer:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive: started, and not yet ended by stop()."""
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         """Ends the thread after its current checkpoint (if any)."""

@@ -6,12 +6,12 @@ savepoint and answered with its error, while its neighbours go on. Every caller 
 only after the batch's COMMIT (or with the COMMIT's error: then none of them was written).
 
 Why a time window and not "whatever queued during one turn of the loop": grpc.aio accepts one
-call per turn, so a per-turn batch holds one write (measured: 1.06 on average at concurrency
-32). A batch is sent once no write has joined it for `quiet_s`, or `max_wait_s` after its first
-write, or when it holds `max_batch`. Meanwhile the loop goes on accepting calls, whose writes
-join. A window that caught no other write makes the next batches go at once (1, 2, 4... up to
-64 of them): a lone caller writing in a loop, whose next write cannot come before this one is
-answered, seldom waits.
+call per turn, so a per-turn batch holds about one write (docs/benchmarks.md). A batch is sent
+once no write has joined it for `quiet_s`, or `max_wait_s` after its first write, or when it
+holds `max_batch`. Meanwhile the loop goes on accepting calls, whose writes join. A window that
+caught no other write makes the next batches go at once (1, 2, 4... up to 64 of them): a lone
+caller writing in a loop, whose next write cannot come before this one is answered, seldom
+waits.
 """
 
 from __future__ import annotations

@@ -110,12 +110,10 @@ def _split(m: Mapping[Any, Any]) -> Run:
 
 
 @dataclass(frozen=True, slots=True)
-class RunQuery:
-    """A ListRuns request, validated; times in microseconds since the epoch."""
+class RunFilters:
+    """The filters ListRuns and CountRuns share, validated; times in microseconds since the
+    epoch. Each filter has an index that starts with its column (tables.py)."""
 
-    limit: int = 10
-    starting_after: str = ""
-    ending_before: str = ""
     state: RunState | None = None
     op_definition: str = ""
     image: str = ""
@@ -124,6 +122,33 @@ class RunQuery:
     created_lte: int | None = None
     created_gt: int | None = None
     created_lt: int | None = None
+
+    def conditions(self) -> list[sa.ColumnElement[bool]]:
+        """The WHERE clauses of the filters that are set."""
+        out: list[sa.ColumnElement[bool]] = []
+        if self.state is not None:
+            out.append(runs.c.state == self.state.value)
+        for name in ("op_definition", "image", "topic"):
+            if value := getattr(self, name):
+                out.append(runs.c[name] == value)
+        if self.created_gte is not None:
+            out.append(runs.c.created_at >= self.created_gte)
+        if self.created_lte is not None:
+            out.append(runs.c.created_at <= self.created_lte)
+        if self.created_gt is not None:
+            out.append(runs.c.created_at > self.created_gt)
+        if self.created_lt is not None:
+            out.append(runs.c.created_at < self.created_lt)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery(RunFilters):
+    """A ListRuns request, validated: the filters and a page."""
+
+    limit: int = 10
+    starting_after: str = ""
+    ending_before: str = ""
     with_events: bool = False
 
 
@@ -430,23 +455,7 @@ def _update_attempt(conn: Connection, attempt: Attempt, was: Attempt) -> None:
 
 
 def _list_runs(q: RunQuery, tx: Tx) -> RunPage:
-    conditions: list[sa.ColumnElement[bool]] = []
-    if q.state is not None:
-        conditions.append(runs.c.state == q.state.value)
-    if q.op_definition:
-        conditions.append(runs.c.op_definition == q.op_definition)
-    if q.image:
-        conditions.append(runs.c.image == q.image)
-    if q.topic:
-        conditions.append(runs.c.topic == q.topic)
-    if q.created_gte is not None:
-        conditions.append(runs.c.created_at >= q.created_gte)
-    if q.created_lte is not None:
-        conditions.append(runs.c.created_at <= q.created_lte)
-    if q.created_gt is not None:
-        conditions.append(runs.c.created_at > q.created_gt)
-    if q.created_lt is not None:
-        conditions.append(runs.c.created_at < q.created_lt)
+    conditions = q.conditions()
     backward = bool(q.ending_before)
     order = (
         (runs.c.created_at.asc(), runs.c.id.asc())

@@ -1,9 +1,11 @@
-"""Aggregate reads for health and metrics: a ping, runs by state, the queue, workers.
+"""Aggregate reads: a ping, the gauges' snapshot (runs by state, the queue, workers), and
+CountRuns' counts.
 
 Each is one transaction over indexed columns (runs by state uses ix_runs_state_created, the
-queue ix_runs_claim, workers ix_workers_state_lease). They run on a timer, never per RPC.
-Runs by state still counts every run, so they run off the event loop (Engines.run_sync: a
-thread on SQLite, a greenlet on PostgreSQL): a million runs must not stall the loop.
+queue ix_runs_claim, workers ix_workers_state_lease; a CountRuns filter the index its
+ListRuns filter uses). A count still reads every index entry it counts, so these run off the
+event loop (Engines.run_sync: a thread on SQLite, a greenlet on PostgreSQL): a million runs
+must not stall the loop, which on SQLite runs every other read itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from gyoza_grpc.domain.clock import to_us
 from gyoza_grpc.domain.model import RunState
 from gyoza_grpc.domain.workers import WorkerState
 from gyoza_grpc.server.store.engine import Engines
+from gyoza_grpc.server.store.run_store import RunFilters
 from gyoza_grpc.server.store.tables import runs, workers
 
 
@@ -46,6 +49,20 @@ class StatsStore:
 
     async def snapshot(self, now: datetime) -> StoreStats:
         return await self._engines.run_sync(lambda conn: _snapshot(conn, now))
+
+    async def count_runs(self, filters: RunFilters) -> dict[RunState, int]:
+        """How many runs match `filters`, per state (states with none left out): one
+        `SELECT state, count(*) ... GROUP BY state`."""
+        stmt = (
+            sa.select(runs.c.state, sa.func.count())
+            .where(*filters.conditions())
+            .group_by(runs.c.state)
+        )
+
+        def work(conn: Connection) -> dict[RunState, int]:
+            return {RunState(state): int(n) for state, n in conn.execute(stmt)}
+
+        return await self._engines.run_sync(work)
 
 
 def _ping(conn: Connection) -> None:
