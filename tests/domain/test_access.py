@@ -116,6 +116,7 @@ def test_every_method_is_classified_and_readers_only_read() -> None:
     assert {m.rsplit("/", 1)[1] for m in roles.READER_METHODS} == {
         "GetRun",
         "ListRuns",
+        "CountRuns",
         "ListEvents",
         "ListAttempts",
         "WatchEvents",

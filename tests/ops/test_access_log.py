@@ -3,7 +3,6 @@ the request's run id / topic / worker id; never metadata (API keys)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
 
@@ -117,7 +116,7 @@ async def test_a_cancelled_stream_and_topic_and_worker_fields(
 ) -> None:
     topics = topics_pb2_grpc.TopicServiceStub(channel)
     watch = topics.WatchTopic(topics_pb2.WatchTopicRequest(topic="orders"))
-    await asyncio.sleep(0.1)
+    await watch.initial_metadata()  # the server has accepted the stream (a sleep may not do)
     watch.cancel()
     workers = workers_pb2_grpc.WorkerServiceStub(channel)
     await workers.Heartbeat(
