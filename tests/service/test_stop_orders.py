@@ -208,8 +208,9 @@ async def test_the_poll_ends_quietly_when_its_wait_runs_out_or_the_server_stops(
             req = W.WaitForStopOrdersRequest(
                 worker_id="w1", running=[W.HeldAttempt(run_id=run_id, attempt=1)], wait=_wait(30)
             )
-            resp = await workers.WaitForStopOrders(req, timeout=0.6)
-            assert list(resp.stop) == []
+            started = time.monotonic()
+            resp = await workers.WaitForStopOrders(req, timeout=2.0)
+            assert list(resp.stop) == [] and 1.5 <= time.monotonic() - started < 2.0
             # Shutdown answers an open poll at once.
             poll = _poll(workers, [(run_id, 1)], 50)
             await _waiting(gs)

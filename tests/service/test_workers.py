@@ -182,6 +182,19 @@ async def test_long_poll_is_woken_by_create_run(
     assert time.monotonic() - t1 >= 0.25
 
 
+async def test_a_long_poll_answers_before_the_callers_deadline(
+    workers: workers_pb2_grpc.WorkerServiceStub,
+) -> None:
+    """A wait longer than the call's deadline ends early enough for the (empty) answer to
+    arrive: never DEADLINE_EXCEEDED, which after a late claim would lose assigned runs."""
+    await register(workers, "w")
+    req = W.ClaimRunsRequest(worker_id="w", max_runs=1)
+    req.wait.FromSeconds(30)
+    t0 = time.monotonic()
+    resp = await workers.ClaimRuns(req, timeout=2.0)
+    assert list(resp.claims) == [] and 1.5 <= time.monotonic() - t0 < 2.0
+
+
 async def test_cancellation_reaches_the_worker_through_stop(
     workers: workers_pb2_grpc.WorkerServiceStub, runs: runs_pb2_grpc.RunServiceStub
 ) -> None:
