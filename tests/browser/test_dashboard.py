@@ -232,6 +232,8 @@ async def test_a_reader_key_sees_no_cancel_and_the_key_stays_in_the_session(
     await page.get_by_role("navigation", name="Main").get_by_role("link", name="Runs").click()
     await live(page)
     await expect(page.get_by_role("link", name=run.id)).to_be_visible()
+    # A reader may count the runs too.
+    await expect(page.get_by_role("navigation", name="Run counts")).to_contain_text("All 1")
 
     # Another tab's session has no key; an admin key there may cancel.
     other = await page.context.browser.new_context()
@@ -370,3 +372,180 @@ async def test_the_list_pages_by_keyset(open_stack: Stack, page: Any) -> None:
     await page.wait_for_url(re.compile(r"ending_before="))
     await expect(rows).to_have_count(51)
     await expect(rows.nth(1).get_by_role("link")).to_have_text(made[-1].id)
+
+
+COUNTS_MS = 3000  # the counts are read at most once a second: a second, the request, a margin
+UNKNOWN = "\u2013"  # an en dash: what a chip shows for a count it could not read
+CHIP_NAMES = ("All", "Pending", "Assigned", "Running", "Completed", "Failed", "Cancelled")
+
+
+def chips(page: Any) -> Any:
+    return page.get_by_role("navigation", name="Run counts")
+
+
+async def expect_counts(page: Any, timeout_ms: float = COUNTS_MS, **counts: str) -> None:
+    """Each chip named (All=..., Pending=...) shows its count, e.g. "All 6"."""
+    for name, n in counts.items():
+        chip = chips(page).get_by_role("link", name=f"{name} {n}", exact=True)
+        await expect(chip).to_be_visible(timeout=timeout_ms)
+
+
+async def seed_states(s: Stack, image: str, pending: int = 0, **others: int) -> None:
+    """`pending` new runs of `image`, and others taken to RUNNING, COMPLETED or CANCELLED."""
+    for _ in range(pending):
+        await create(s, image=image)
+    for _ in range(others.get("running", 0)):
+        await event(s, (await create(s, image=image)).id, S.EVENT_TYPE_STARTED)
+    for _ in range(others.get("completed", 0)):
+        run = await create(s, image=image)
+        await event(s, run.id, S.EVENT_TYPE_STARTED)
+        await event(s, run.id, S.EVENT_TYPE_COMPLETED)
+    for _ in range(others.get("cancelled", 0)):
+        await s.runs.CancelRun(S.CancelRunRequest(id=(await create(s, image=image)).id))
+
+
+async def test_state_chips_count_the_runs_live_and_set_the_state_filter(
+    open_stack: Stack, page: Any
+) -> None:
+    s = open_stack
+    await seed_states(s, "ghcr.io/acme/a:1", pending=3, running=1, completed=2, cancelled=1)
+    await seed_states(s, "ghcr.io/acme/b:1", pending=1, completed=1)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/runs/count" in r.url else None)
+    await page.goto(f"{s.base}/ui/")
+    await live(page)
+    await expect_counts(
+        page, All="9", Pending="4", Assigned="0", Running="1", Completed="3", Failed="0"
+    )
+    await expect_counts(page, Cancelled="1")
+    everything = chips(page).get_by_role("link", name="All 9", exact=True)
+    await expect(everything).to_have_attribute("aria-current", "true")
+    await mark_document(page)
+
+    # A run created over gRPC counts at once, without a reload.
+    await create(s, image="ghcr.io/acme/a:1")
+    await expect_counts(page, All="10", Pending="5")
+    await still_same_document(page)
+    await screenshot(page, "runs-counts")
+
+    # A burst of changes is counted again a few times, not once per change.
+    run = await create(s, image="ghcr.io/acme/a:1")
+    await event(s, run.id, S.EVENT_TYPE_STARTED)
+    before = len(requests)
+    started = asyncio.get_running_loop().time()
+    for p in range(1, 31):
+        await event(s, run.id, S.EVENT_TYPE_PROGRESS, progress=p)
+    await expect_counts(page, All="11", Running="2")
+    await asyncio.sleep(1.5)  # let any count the burst asked for happen
+    elapsed_s = asyncio.get_running_loop().time() - started
+    made = len(requests) - before
+    assert 1 <= made <= elapsed_s + 2, (made, elapsed_s)
+
+    # A chip sets the state filter: the table lists that state, the chips still count all.
+    await chips(page).get_by_role("link", name="Completed 3", exact=True).click()
+    await page.wait_for_url(re.compile(r"state=COMPLETED"))
+    await live(page)
+    rows = page.get_by_role("table").get_by_role("row")
+    await expect(rows).to_have_count(4)  # the header and 3 runs
+    for i in range(1, 4):
+        await expect(rows.nth(i)).to_contain_text("COMPLETED")
+    completed = chips(page).get_by_role("link", name="Completed 3", exact=True)
+    await expect(completed).to_have_attribute("aria-current", "true")
+    await expect(chips(page).get_by_role("link", name="All 11", exact=True)).to_have_attribute(
+        "aria-current", "false"
+    )
+    await expect(page.get_by_label("State")).to_have_value("COMPLETED")
+    await expect_counts(page, Pending="5")
+    await chips(page).get_by_role("link", name="All 11", exact=True).click()
+    await page.wait_for_url(lambda url: "state=" not in url)
+    await expect(rows).to_have_count(12)
+
+
+async def test_state_chips_follow_the_other_filters(open_stack: Stack, page: Any) -> None:
+    s = open_stack
+    await seed_states(s, "ghcr.io/acme/a:1", pending=3, running=1)
+    await seed_states(s, "ghcr.io/acme/b:1", pending=1, completed=2)
+    await page.goto(f"{s.base}/ui/")
+    await live(page)
+    await page.get_by_label("Image").fill("ghcr.io/acme/b:1")
+    await page.get_by_role("button", name="Apply").click()
+    await page.wait_for_url(re.compile(r"image="))
+    await live(page)
+    await expect_counts(page, All="3", Pending="1", Running="0", Completed="2")
+    await mark_document(page)
+
+    # Another image's run changes nothing; this image's does.
+    await create(s, image="ghcr.io/acme/a:1")
+    run = await create(s, image="ghcr.io/acme/b:1")
+    await expect_counts(page, All="4", Pending="2")
+    await event(s, run.id, S.EVENT_TYPE_STARTED)
+    await expect_counts(page, Pending="1", Running="1")
+    await expect_counts(page, All="4")
+    await still_same_document(page)
+
+    # A chip keeps the image filter.
+    await chips(page).get_by_role("link", name="Pending 1", exact=True).click()
+    await page.wait_for_url(re.compile(r"state=PENDING"))
+    assert "image=ghcr.io%2Facme%2Fb%3A1" in page.url
+    rows = page.get_by_role("table").get_by_role("row")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(1)).to_contain_text("ghcr.io/acme/b:1")
+    await expect_counts(page, All="4", Completed="2")
+    await screenshot(page, "runs-counts-filtered")
+
+
+async def test_counts_that_cannot_be_read_leave_the_table(open_stack: Stack, page: Any) -> None:
+    s = open_stack
+    run = await create(s)
+    refused = re.compile(r"/runs/count(\?|$)")
+    detail = {"detail": "upstream unavailable", "code": "UNAVAILABLE", "status": 503}
+    await page.route(refused, lambda route: route.fulfill(status=503, json=detail))
+    await page.goto(f"{s.base}/ui/")
+    await live(page)
+    await expect(page.get_by_role("table").get_by_role("link", name=run.id)).to_be_visible()
+    for name in CHIP_NAMES:
+        await expect_counts(page, **{name: UNKNOWN})
+    await expect(page.get_by_role("alert")).to_have_count(0)
+    await screenshot(page, "runs-counts-unknown")
+
+    # Once the counts can be read again, the next change brings them back.
+    await page.unroute(refused)
+    newer = await create(s)
+    await expect(page.get_by_role("table").get_by_role("link", name=newer.id)).to_be_visible(
+        timeout=LIVE_MS
+    )
+    await expect_counts(page, All="2", Pending="2")
+
+
+async def set_hidden(page: Any, hidden: bool) -> None:
+    """Make the tab hidden or shown, as the page sees it (document.hidden, visibilitychange)."""
+    await page.evaluate(
+        """(hidden) => {
+          Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+          document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+async def test_a_hidden_tab_asks_for_no_counts_until_it_shows(open_stack: Stack, page: Any) -> None:
+    s = open_stack
+    await create(s)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/runs/count" in r.url else None)
+    await page.goto(f"{s.base}/ui/")
+    await live(page)
+    await expect_counts(page, All="1", Pending="1")
+    await set_hidden(page, True)
+    await asyncio.sleep(1.0)  # past the once-a-second bound
+    before = len(requests)
+    newer = await create(s)
+    await expect(page.get_by_role("table").get_by_role("link", name=newer.id)).to_be_visible(
+        timeout=LIVE_MS
+    )
+    await asyncio.sleep(1.5)
+    assert len(requests) == before
+    await expect_counts(page, timeout_ms=100, All="1")
+    await set_hidden(page, False)
+    await expect_counts(page, All="2", Pending="2")
+    assert len(requests) == before + 1

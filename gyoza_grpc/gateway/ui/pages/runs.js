@@ -5,13 +5,27 @@
 // higher last_event_id (then updated_at) wins. The first page also takes new runs and runs
 // that enter the state filter; other pages update the runs they show. A resync reads the
 // page again.
+//
+// Above the table, one chip per state with its count (GET /runs/count) for the page's
+// filters except the state, so each chip says what choosing it would list. The feed's frames
+// are not counted one by one: any frame asks for the counts again, at most once a second,
+// never while the tab is hidden, and one request at a time.
 import { html, render, nothing } from "../vendor/lit-html/lit-html.js";
 import { repeat } from "../vendor/lit-html/directives/repeat.js";
 import { follow, get } from "../api.js";
-import { STATES, liveStatus, problem, progress, state, timeKey, when } from "../format.js";
+import { STATES, liveStatus, number, problem, progress, state, timeKey, when } from "../format.js";
 
 const PAGE_SIZE = 50;
 const FILTERS = ["state", "image", "op_definition", "topic"];
+const COUNT_EVERY_MS = 1000;
+const STATE_NAMES = {
+  PENDING: "Pending",
+  ASSIGNED: "Assigned",
+  RUNNING: "Running",
+  COMPLETED: "Completed",
+  FAILED: "Failed",
+  CANCELLED: "Cancelled",
+};
 
 const newer = (a, b) =>
   a.last_event_id !== b.last_event_id
@@ -34,10 +48,19 @@ export function mount(root) {
     ending_before: query.get("ending_before") || "",
   };
   const firstPage = !cursor.starting_after && !cursor.ending_before;
+  // The filters but the state: the feed's and the counts' (a run changing state stays in them).
+  const others = new URLSearchParams();
+  for (const f of FILTERS) if (f !== "state" && filters[f]) others.set(f, filters[f]);
   const s = { rows: [], hasMore: false, loaded: false, error: null, live: "connecting" };
   let loading = null;
   let early = []; // changes that came while the page was being read
   let reload = 0;
+  // The counts: null until the first answer; `failed` when the last request failed.
+  const c = { total: null, by_state: null, failed: false };
+  let countWanted = false; // a change came since the last request started
+  let counting = false;
+  let countTimer = 0;
+  let countedAt = 0;
 
   const matches = (run) => !filters.state || run.state === filters.state;
 
@@ -100,6 +123,52 @@ export function mount(root) {
   }
 
 
+  // Asks for the counts again: now if none was asked for this second, else when the second is
+  // over; if the tab is hidden, when it shows again.
+  function countSoon() {
+    countWanted = true;
+    if (counting || countTimer || document.hidden) return;
+    countTimer = setTimeout(readCounts, Math.max(0, countedAt + COUNT_EVERY_MS - Date.now()));
+  }
+
+  async function readCounts() {
+    countTimer = 0;
+    if (document.hidden) return; // visibilitychange asks again
+    countWanted = false;
+    counting = true;
+    countedAt = Date.now();
+    try {
+      const answer = await get(`/runs/count?${others}`);
+      Object.assign(c, answer, { failed: false });
+    } catch {
+      c.failed = true; // the chips say "–"; the table is not concerned
+    }
+    counting = false;
+    draw();
+    if (countWanted) countSoon();
+  }
+
+  function stateLink(value) {
+    const params = new URLSearchParams(others);
+    if (value) params.set("state", value);
+    return `/ui/?${params}`;
+  }
+
+  function chips() {
+    const shown = (n) => (c.failed || n === null || n === undefined ? "–" : number(n));
+    const chip = (value, name, n) =>
+      html`<li><a class="chip ${value ? `chip-${value.toLowerCase()}` : "chip-all"}"
+        href=${stateLink(value)} aria-current=${filters.state === value ? "true" : "false"}
+        >${name} <span class="count">${shown(n)}</span></a></li>`;
+    return html`<nav class="chips ${c.failed ? "chips-unknown" : ""}" aria-label="Run counts"
+      title=${c.failed ? "The counts could not be read" : nothing}>
+      <ul>
+        ${chip("", "All", c.total)}
+        ${STATES.map((x) => chip(x, STATE_NAMES[x], c.by_state ? c.by_state[x] : null))}
+      </ul>
+    </nav>`;
+  }
+
   function pageLink(name, id) {
     const params = new URLSearchParams();
     for (const f of FILTERS) if (filters[f]) params.set(f, filters[f]);
@@ -156,6 +225,7 @@ export function mount(root) {
           <button type="submit">Apply</button>
           <a href="/ui/">Clear</a>
         </form>
+        ${chips()}
         ${problem(s.error)}
         <table class="runs">
           <caption class="visually-hidden">Runs, newest first</caption>
@@ -172,16 +242,15 @@ export function mount(root) {
     );
   }
 
-  const streamFilters = new URLSearchParams();
-  for (const f of ["image", "op_definition", "topic"]) if (filters[f]) streamFilters.set(f, filters[f]);
   follow({
-    open: () => `/runs/stream?${streamFilters}`,
+    open: () => `/runs/stream?${others}`,
     onFrame(frame) {
       if (frame.event === "ready" || frame.event === "resync") load();
       else if (frame.event === "run") {
         apply(JSON.parse(frame.data));
         draw();
-      }
+      } else return;
+      countSoon();
     },
     onStatus(status) {
       s.live = status;
@@ -191,6 +260,9 @@ export function mount(root) {
       s.error = err;
       draw();
     },
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && countWanted) countSoon();
   });
   setInterval(draw, 5000); // the ages
   draw();
