@@ -277,6 +277,9 @@ async def test_the_workers_page_shows_a_heartbeating_workers_gpus(
         run = await create(s, constraints=S.Constraints(vram_mb=10000, cpu=4, ram_mb=8000))
         claims = await s.workers.ClaimRuns(W.ClaimRunsRequest(worker_id="gpu-node-1"))
         gpu = claims.claims[0].gpu_id
+        # The heartbeats report the claim, as a worker does: one not reported would be handed
+        # back after the next two (an answer that never reached its worker).
+        request.running.add(run_id=run.id, attempt=claims.claims[0].attempt)
         await page.goto(f"{s.base}/ui/workers")
         workers = page.get_by_role("table")
         row = workers.get_by_role("row").filter(
