@@ -10,8 +10,8 @@ result is the result of the separate statements; an error in any part fails the 
 statement, as it would fail the transaction.
 
 A statement is built once per shape (which run and attempt columns changed, whether an attempt
-is opened, how many events) and kept: SQLAlchemy compiles it once, asyncpg prepares it once per
-connection.
+is opened, how many events) and kept: it is compiled once (store/pg_direct.py) and asyncpg
+prepares it once per connection.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
 
+from gyoza_grpc.server.store import pg_direct
 from gyoza_grpc.server.store.tables import attempts, events, runs
 
 # Shapes kept (a transition's shapes are few: one per kind of event, in practice).
@@ -101,7 +102,7 @@ def write_transition(
     for i, e in enumerate(new_events):
         for k in _EVENT_COLUMNS:
             params[f"e{i}_{k}"] = e[k]
-    conn.execute(stmt, params)
+    pg_direct.execute(conn, stmt, params)
 
 
 # A new run and its first attempt.
@@ -125,4 +126,4 @@ def insert_run(
     params = {f"r_{k}": v for k, v in run_row.items()}
     for k in _ATTEMPT_COLUMNS:
         params[f"n_{k}"] = attempt_row[k]
-    conn.execute(stmt, params)
+    pg_direct.execute(conn, stmt, params)
