@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -53,6 +54,10 @@ _RUN_WITH_ATTEMPT = sa.select(runs, *_ATTEMPT_COLUMNS).join(
 # pays for coercing every value and computing its cache key on each call.
 _LOAD_RUN = _RUN_WITH_ATTEMPT.where(runs.c.id == sa.bindparam("b_run_id"))
 _LOCK_AND_LOAD_RUN = _LOAD_RUN.with_for_update()
+# PostgreSQL: several runs by id, one constant statement (`= ANY($1)`).
+_LOAD_RUNS_PG = _RUN_WITH_ATTEMPT.where(
+    runs.c.id == sa.any_(sa.bindparam("b_run_ids", type_=postgresql.ARRAY(sa.String)))
+)
 _LOCK_RUN = sa.select(runs.c.id).where(runs.c.id == sa.bindparam("b_run_id")).with_for_update()
 _UPDATE_RUN = runs.update().where(runs.c.id == sa.bindparam("b_run_id"))
 _UPDATE_ATTEMPT = attempts.update().where(
@@ -179,6 +184,29 @@ class RunStore:
         if run is not None:
             return run
         return _load_run(tx, run_id, lock=not locked)
+
+    def load_locked_runs(self, tx: Tx, run_ids: Sequence[str]) -> dict[str, Run]:
+        """Runs whose rows this transaction has locked already (a claim's candidates), with
+        their current attempts: on PostgreSQL in one statement (its new READ COMMITTED
+        snapshot sees what their last writers committed); on SQLite one by one."""
+        out: dict[str, Run] = {}
+        missing = []
+        for run_id in run_ids:
+            run = tx.known_run(run_id)
+            if run is not None:
+                out[run_id] = run
+            else:
+                missing.append(run_id)
+        if not missing:
+            return out
+        if tx.is_sqlite:
+            for run_id in missing:
+                out[run_id] = _load_run(tx, run_id, lock=False)
+            return out
+        for m in mappings(tx.conn, _LOAD_RUNS_PG, {"b_run_ids": missing}):
+            run = _split(m)
+            out[run.id] = run
+        return out
 
     def write_transition(self, tx: Tx, before: Run, t: Transition) -> None:
         """Write what a domain transition made of `before`: the run, the attempt it closed or
