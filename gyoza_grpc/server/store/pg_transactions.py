@@ -42,7 +42,7 @@ T = TypeVar("T")
 # A batch goes once no write has joined it for the first figure, or the second after its first
 # write (store/group_commit.py); lanes of batches run side by side (docs/benchmarks.md).
 GROUP_WINDOW_S = (0.0005, 0.002)
-DEFAULT_LANES = 8
+DEFAULT_LANES = 4
 _NOTIFY = sa.select(
     sa.func.pg_notify(
         sa.bindparam("b_channel", type_=sa.String), sa.bindparam("b_payload", type_=sa.String)
