@@ -10,8 +10,9 @@ prepares each statement once per connection and translates asyncpg's errors; SQL
 `Connection` still commits or rolls it back. A statement whose types need SQLAlchemy to convert
 a parameter or a column goes through `Connection.execute` as before.
 
-Errors are raised as SQLAlchemy raises them (IntegrityError, OperationalError...), and a
-dropped connection is invalidated, with every other pooled one, as SQLAlchemy does.
+Errors go through SQLAlchemy's own handling of a DBAPI error: raised as its exception classes
+(IntegrityError, OperationalError...), and a dropped connection invalidated with the rest of
+the pool, exactly as for a statement SQLAlchemy ran.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
 
 
@@ -82,24 +83,12 @@ def _run(conn: Connection, c: _Compiled, params: Mapping[str, Any]) -> Any:
         cursor.execute(c.sql, args)
     except Exception as err:
         cursor.close()
-        _raise(conn, c.sql, args, err, raw, cursor)
+        # SQLAlchemy's own handling, as for a statement it ran: the error raised as its
+        # exception class, and on a dropped connection this one invalidated and every other
+        # pooled one replaced before its next use.
+        conn._handle_dbapi_exception(err, c.sql, args, cursor, None)
+        raise
     return cursor
-
-
-def _raise(conn: Connection, sql: str, args: Any, err: Exception, raw: Any, cursor: Any) -> None:
-    dialect = conn.dialect
-    dbapi_error: Any = dialect.loaded_dbapi.Error
-    if not isinstance(err, dbapi_error):
-        raise err
-    disconnect = dialect.is_disconnect(err, raw, cursor)
-    if disconnect:
-        # As SQLAlchemy does: this connection is dropped, and every other pooled one is
-        # replaced before its next use (no pre-ping).
-        conn.invalidate(err)
-        conn.engine.dispose(close=False)
-    raise exc.DBAPIError.instance(
-        sql, args, err, dbapi_error, connection_invalidated=disconnect, dialect=dialect
-    ) from err
 
 
 def mappings(

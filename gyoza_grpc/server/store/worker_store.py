@@ -250,14 +250,18 @@ class WorkerStore:
                 break
             seen += len(found)
             after = found[-1][1]
-            # Those that fit what is free now, decided from the candidate rows and loaded at
-            # once; locked by _candidates (FOR UPDATE SKIP LOCKED) in this transaction.
-            fitting = [run_id for run_id, _key, need in found if place(need, free) is not None]
-            loaded = self._runs.load_locked_runs(tx, fitting) if fitting else {}
+            # On PostgreSQL those that fit what is free now (decided from the candidate rows)
+            # are loaded in one statement; on SQLite one by one as they are reached (a SELECT
+            # there is a call into the library, and the claim may stop before the last).
+            loaded: dict[str, Run] = {}
+            if not tx.is_sqlite:
+                fitting = [r for r, _key, need in found if place(need, free) is not None]
+                loaded = self._runs.load_locked_runs(tx, fitting) if fitting else {}
             for run_id, _key, need in found:
-                if place(need, free) is None or run_id not in loaded:
-                    continue
-                run = loaded[run_id]
+                if place(need, free) is None:
+                    continue  # decided from the candidate row, without loading the run
+                # Locked by _candidates (FOR UPDATE SKIP LOCKED) in this transaction.
+                run = loaded.get(run_id) or self._runs.load_run(tx, run_id, locked=True)
                 if run.state is not RunState.PENDING:
                     continue
                 placement = place(run.constraints, free)
