@@ -8,7 +8,8 @@ the SQL that SQLAlchemy compiled for the connection's dialect on the DBAPI curso
 asyncpg adapter: the adapter still begins the transaction when the first statement runs,
 prepares each statement once per connection and translates asyncpg's errors; SQLAlchemy's
 `Connection` still commits or rolls it back. A statement whose types need SQLAlchemy to convert
-a parameter or a column goes through `Connection.execute` as before.
+a parameter goes through `Connection.execute` as before; a column that needs converting is
+converted with SQLAlchemy's own result processor.
 
 Errors go through SQLAlchemy's own handling of a DBAPI error: raised as its exception classes
 (IntegrityError, OperationalError...), and a dropped connection invalidated with the rest of
@@ -17,7 +18,7 @@ the pool, exactly as for a statement SQLAlchemy ran.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +34,10 @@ class _Compiled:
     # Values the statement binds itself (`.values(last_cursor=0)`).
     own: dict[str, Any]
     # The result columns' SQLAlchemy types, until the first execution tells (from the
-    # columns' database types) whether any needs converting: then `plain` says.
+    # columns' database types) which need converting: then `convert` holds, per column, the
+    # conversion or None (empty when none does).
     types: list[Any] = field(default_factory=list)
-    plain: bool | None = None
+    convert: list[Callable[[Any], Any] | None] | None = None
 
 
 # (statement, dialect name, parameter names) -> its SQL, or None when SQLAlchemy must convert
@@ -57,21 +59,20 @@ def _compile(conn: Connection, stmt: Executable, keys: tuple[str, ...]) -> _Comp
         types = [rc[3] for rc in compiled._result_columns]
         found = _Compiled(str(compiled), tuple(compiled.positiontup), own, types)
         if not types:
-            found.plain = True
+            found.convert = []
     _compiled[key] = found
     return found
 
 
-def _check_plain(conn: Connection, c: _Compiled, description: Sequence[Any] | None) -> bool:
-    """Whether no result column of `c` needs a SQLAlchemy result processor."""
-    plain = description is not None and len(description) == len(c.types)
-    if plain and description is not None:
-        for type_, column in zip(c.types, description, strict=True):
-            if type_._cached_result_processor(conn.dialect, column[1]) is not None:
-                plain = False
-                break
-    c.plain, c.types = plain, []
-    return plain
+def _conversions(conn: Connection, c: _Compiled, description: Sequence[Any]) -> list[Any]:
+    """Each result column's SQLAlchemy result processor, from its database type (empty when
+    no column needs one)."""
+    convert = [
+        type_._cached_result_processor(conn.dialect, column[1])
+        for type_, column in zip(c.types, description, strict=True)
+    ]
+    c.convert, c.types = (convert if any(convert) else []), []
+    return c.convert
 
 
 def _run(conn: Connection, c: _Compiled, params: Mapping[str, Any]) -> Any:
@@ -96,19 +97,23 @@ def mappings(
 ) -> list[Mapping[Any, Any]]:
     """The rows of a constant SELECT (or a statement with RETURNING), keyed by column label."""
     c = _compile(conn, stmt, tuple(params))
-    if c is None or c.plain is False:
+    if c is None:
         return [r._mapping for r in conn.execute(stmt, params)]
     cursor = _run(conn, c, params)
     try:
         description = cursor.description
-        if c.plain is None and not _check_plain(conn, c, description):
-            # The first execution told a column that needs converting: SQLAlchemy from now on.
-            cursor.close()
-            return [r._mapping for r in conn.execute(stmt, params)]
         rows = cursor.fetchall()
     finally:
         cursor.close()
+    convert = c.convert
+    if convert is None:
+        convert = _conversions(conn, c, description)
     names = [d[0] for d in description]
+    if convert:
+        return [
+            {n: (v if f is None else f(v)) for n, v, f in zip(names, row, convert, strict=True)}
+            for row in rows
+        ]
     # asyncpg's Records are read by name already; a dict keeps callers' `row["col"]` cheap.
     return [dict(zip(names, row, strict=True)) for row in rows]
 
