@@ -7,7 +7,7 @@ transaction layer says BEGIN / BEGIN IMMEDIATE itself. WAL checkpoints run on a 
 (store/checkpointer.py). The URL's `+aiosqlite` driver name is accepted and means the same
 file: the server never needs aiosqlite's thread, as its statements take microseconds.
 
-PostgreSQL: an async engine on asyncpg with a sized pool, pre-ping, and an optional
+PostgreSQL: an async engine on asyncpg with a sized pool (no pre-ping), and an optional
 statement_timeout on every pooled connection.
 
 `run_sync` runs a synchronous function of a Connection away from the hot path (migrations, the
@@ -127,7 +127,10 @@ def make_engines(
             echo=echo,
             pool_size=pool_size,
             max_overflow=0,
-            pool_pre_ping=True,
+            # No ping per checkout (a round trip per transaction): a connection the
+            # database dropped fails its next statement, and SQLAlchemy then replaces every
+            # pooled connection; that call answers UNAVAILABLE, which clients retry.
+            pool_pre_ping=False,
             connect_args=connect_args,
         )
         return Engines(postgres=pg)

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gyoza_grpc.server.store import pg_direct
 from gyoza_grpc.server.store.db_errors import database_errors
 from gyoza_grpc.server.store.group_commit import GroupCommit, Queued
 from gyoza_grpc.server.store.transactions import Tx, Work
@@ -41,7 +42,12 @@ T = TypeVar("T")
 # A batch goes once no write has joined it for the first figure, or the second after its first
 # write (store/group_commit.py); lanes of batches run side by side (docs/benchmarks.md).
 GROUP_WINDOW_S = (0.0005, 0.002)
-DEFAULT_LANES = 8
+DEFAULT_LANES = 4
+_NOTIFY = sa.select(
+    sa.func.pg_notify(
+        sa.bindparam("b_channel", type_=sa.String), sa.bindparam("b_payload", type_=sa.String)
+    )
+)
 
 # A write's outcome in its batch: (its error, or None and its result and Tx).
 _Outcome = tuple[Exception | None, Any, Tx | None]
@@ -161,7 +167,8 @@ class PgTransactions:
             for tx, _ in done:
                 touched.merge(tx.wakeups)
             if self._origin is not None and touched:
-                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, touched.encode(self._origin))))
+                payload = touched.encode(self._origin)
+                pg_direct.mappings(conn, _NOTIFY, {"b_channel": CHANNEL, "b_payload": payload})
             tx_scope.commit()
         except Exception as err:
             if tx_scope.is_active:

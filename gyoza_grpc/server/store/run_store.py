@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +29,7 @@ from gyoza_grpc.domain.clock import Clock, utc_now
 from gyoza_grpc.domain.errors import AlreadyExists, InvalidArgument, run_not_found
 from gyoza_grpc.domain.model import Attempt, Event, Run, RunState, TopicEvent
 from gyoza_grpc.domain.state_machine import Transition
-from gyoza_grpc.server.store import rows
+from gyoza_grpc.server.store import pg_writes, rows
 from gyoza_grpc.server.store.sqlite_direct import execute, execute_many, mappings
 from gyoza_grpc.server.store.tables import attempts, events, runs, topic_events, topics
 from gyoza_grpc.server.store.transactions import Transactions, Tx
@@ -52,6 +53,11 @@ _RUN_WITH_ATTEMPT = sa.select(runs, *_ATTEMPT_COLUMNS).join(
 # Statements built once: a statement made per call (`.where(col == value)`, `.values(dict)`)
 # pays for coercing every value and computing its cache key on each call.
 _LOAD_RUN = _RUN_WITH_ATTEMPT.where(runs.c.id == sa.bindparam("b_run_id"))
+_LOCK_AND_LOAD_RUN = _LOAD_RUN.with_for_update()
+# PostgreSQL: several runs by id, one constant statement (`= ANY($1)`).
+_LOAD_RUNS_PG = _RUN_WITH_ATTEMPT.where(
+    runs.c.id == sa.any_(sa.bindparam("b_run_ids", type_=postgresql.ARRAY(sa.String)))
+)
 _LOCK_RUN = sa.select(runs.c.id).where(runs.c.id == sa.bindparam("b_run_id")).with_for_update()
 _UPDATE_RUN = runs.update().where(runs.c.id == sa.bindparam("b_run_id"))
 _UPDATE_ATTEMPT = attempts.update().where(
@@ -204,25 +210,42 @@ class RunStore:
             return run
         return _load_run(tx, run_id, lock=not locked)
 
+    def load_locked_runs(self, tx: Tx, run_ids: Sequence[str]) -> dict[str, Run]:
+        """Runs whose rows this transaction has locked already (a claim's candidates), with
+        their current attempts: on PostgreSQL in one statement (its new READ COMMITTED
+        snapshot sees what their last writers committed); on SQLite one by one."""
+        out: dict[str, Run] = {}
+        missing = []
+        for run_id in run_ids:
+            run = tx.known_run(run_id)
+            if run is not None:
+                out[run_id] = run
+            else:
+                missing.append(run_id)
+        if not missing:
+            return out
+        if tx.is_sqlite:
+            for run_id in missing:
+                out[run_id] = _load_run(tx, run_id, lock=False)
+            return out
+        for m in mappings(tx.conn, _LOAD_RUNS_PG, {"b_run_ids": missing}):
+            run = _split(m)
+            out[run.id] = run
+        return out
+
     def write_transition(self, tx: Tx, before: Run, t: Transition) -> None:
         """Write what a domain transition made of `before`: the run, the attempt it closed or
         opened, its events (with their topic cursors); the fan-out hears of it once the
         transaction has committed."""
         conn = tx.conn
         after = t.run
-        if after != before:
-            changes = _changed(rows.run_changes(before), rows.run_changes(after))
-            if changes:
-                execute(conn, _UPDATE_RUN, {"b_run_id": after.id, **changes})
-        if t.closed_attempt is not None:
-            _update_attempt(conn, t.closed_attempt, before.attempt)
-            execute(conn, _INSERT_ATTEMPT, rows.attempt_values(after.attempt))
-        elif after.attempt != before.attempt:
-            _update_attempt(conn, after.attempt, before.attempt)
+        if not tx.is_sqlite and t.events:
+            _write_transition_pg(conn, before, t)
+        else:
+            _write_transition(conn, before, t)
         tx.wrote(after)
         if not t.events:
             return
-        execute_many(conn, _INSERT_EVENTS, [rows.event_values(e) for e in t.events])
         tx.wakeups.add_events(after, t.events)
         published = _publish_to_topic(conn, after, t.events) if after.event_delivery.topic else []
         on_events = self._on_events
@@ -244,8 +267,13 @@ class RunStore:
             if run.event_delivery.topic:
                 stmt = _ENSURE_TOPIC_SQLITE if tx.is_sqlite else _ENSURE_TOPIC_PG
                 execute(conn, stmt, {"b_topic": run.event_delivery.topic})
-            execute(conn, _INSERT_RUN, rows.run_values(run, request_hash))
-            execute(conn, _INSERT_ATTEMPT, rows.attempt_values(run.attempt))
+            if tx.is_sqlite:
+                execute(conn, _INSERT_RUN, rows.run_values(run, request_hash))
+                execute(conn, _INSERT_ATTEMPT, rows.attempt_values(run.attempt))
+            else:
+                pg_writes.insert_run(
+                    conn, rows.run_values(run, request_hash), rows.attempt_values(run.attempt)
+                )
             tx.wrote(run)
             tx.wakeups.claimable = True
             if self._on_created is not None:
@@ -384,14 +412,21 @@ class RunStore:
 
 
 def _load_run(tx: Tx, run_id: str, *, lock: bool) -> Run:
-    # On PostgreSQL, lock the run row alone, then read it with its attempt in a new statement
-    # (a new READ COMMITTED snapshot). A FOR UPDATE join that waited for a concurrent writer
-    # re-checks the run row but keeps the old snapshot's attempt row: the join then drops the
-    # run when current_attempt moved on (a false NOT_FOUND), or returns a stale attempt whose
-    # write-back loses the other writer's outputs.
+    # On PostgreSQL, one statement locks the run row and its current attempt's and reads both:
+    # a lock that waited for a concurrent writer re-reads both rows as that writer left them
+    # (locking the run alone would keep the statement's older attempt row: a stale attempt
+    # whose write-back loses the other writer's outputs). The run is locked first (the tables'
+    # order), as every writer of an attempt holds its run's lock first. When the writer moved
+    # current_attempt on, the re-read rows no longer join and the statement returns nothing:
+    # then the run row alone is locked, and read with its attempt in a new statement (a new
+    # READ COMMITTED snapshot), which also tells a run that does not exist.
     conn = tx.conn
-    if lock and not tx.is_sqlite and conn.execute(_LOCK_RUN, {"b_run_id": run_id}).first() is None:
-        raise run_not_found(run_id)
+    if lock and not tx.is_sqlite:
+        found = mappings(conn, _LOCK_AND_LOAD_RUN, {"b_run_id": run_id})
+        if found:
+            return _split(found[0])
+        if conn.execute(_LOCK_RUN, {"b_run_id": run_id}).first() is None:
+            raise run_not_found(run_id)
     found = mappings(conn, _LOAD_RUN, {"b_run_id": run_id})
     if not found:
         raise run_not_found(run_id)
@@ -440,12 +475,58 @@ def _publish_to_topic(conn: Connection, run: Run, new_events: Sequence[Event]) -
     return published
 
 
-def _update_attempt(conn: Connection, attempt: Attempt, was: Attempt) -> None:
+def _write_transition(conn: Connection, before: Run, t: Transition) -> None:
+    """A transition's rows, one statement each (SQLite, where a statement is a call into the
+    library, or a transition without events)."""
+    after = t.run
+    if after != before:
+        changes = _changed(rows.run_changes(before), rows.run_changes(after))
+        if changes:
+            execute(conn, _UPDATE_RUN, {"b_run_id": after.id, **changes})
+    if t.closed_attempt is not None:
+        _update_attempt(conn, t.closed_attempt, before.attempt)
+        execute(conn, _INSERT_ATTEMPT, rows.attempt_values(after.attempt))
+    elif after.attempt != before.attempt:
+        _update_attempt(conn, after.attempt, before.attempt)
+    if t.events:
+        execute_many(conn, _INSERT_EVENTS, [rows.event_values(e) for e in t.events])
+
+
+def _write_transition_pg(conn: Connection, before: Run, t: Transition) -> None:
+    """A transition's rows in one statement (store/pg_writes.py)."""
+    after = t.run
+    run_changes: dict[str, Any] = {}
+    if after != before:
+        run_changes = _changed(rows.run_changes(before), rows.run_changes(after))
+    changed = t.closed_attempt if t.closed_attempt is not None else after.attempt
+    attempt = None
+    if t.closed_attempt is not None or after.attempt != before.attempt:
+        values = _attempt_changes(changed, before.attempt)
+        if values:
+            attempt = (changed.number, values)
+    new_attempt = rows.attempt_values(after.attempt) if t.closed_attempt is not None else None
+    pg_writes.write_transition(
+        conn,
+        after.id,
+        run_changes,
+        attempt,
+        new_attempt,
+        [rows.event_values(e) for e in t.events],
+    )
+
+
+def _attempt_changes(attempt: Attempt, was: Attempt) -> dict[str, Any]:
+    """The columns of `attempt`'s row to write (all but its identity for another number)."""
     values = rows.attempt_values(attempt)
     if was.number == attempt.number:
         values = _changed(rows.attempt_values(was), values)
     for key in _ATTEMPT_KEYS:
         values.pop(key, None)
+    return values
+
+
+def _update_attempt(conn: Connection, attempt: Attempt, was: Attempt) -> None:
+    values = _attempt_changes(attempt, was)
     if values:
         execute(
             conn,

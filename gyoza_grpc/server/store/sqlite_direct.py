@@ -6,7 +6,8 @@ result object) takes ten times that, on every write and every GetRun. For the st
 constant statements on a SQLite connection, these helpers run the statement's SQL, compiled
 once per set of parameter names, on the connection's sqlite3 handle. The columns involved are
 integers, floats, text and booleans, which the driver binds and returns as SQLAlchemy would.
-Other connections (PostgreSQL, the async engine's aiosqlite) go through SQLAlchemy.
+PostgreSQL's connections go through store/pg_direct.py, which does the same on asyncpg's adapter;
+others (the async engine's aiosqlite) through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql import Executable
+
+from gyoza_grpc.server.store import pg_direct
 
 _NAMED = sqlite.dialect(paramstyle="named")
 # (statement, parameter names) -> its SQL, and the values of the statement's own bound
@@ -57,7 +60,9 @@ def mappings(
     """The rows of a constant SELECT (or a statement with RETURNING) as mappings keyed by
     column label."""
     raw = _driver(conn)
-    if raw is None:  # PostgreSQL, or aiosqlite's async engine
+    if raw is None:
+        if conn.dialect.name == "postgresql":
+            return pg_direct.mappings(conn, stmt, params)
         return [r._mapping for r in conn.execute(stmt, params)]  # no copy
     cursor = run(raw, *_sql(stmt, params))
     names = [d[0] for d in cursor.description]
@@ -68,7 +73,10 @@ def execute(conn: Connection, stmt: Executable, params: Mapping[str, Any]) -> No
     """A constant INSERT or UPDATE with one set of values."""
     raw = _driver(conn)
     if raw is None:
-        conn.execute(stmt, params)
+        if conn.dialect.name == "postgresql":
+            pg_direct.execute(conn, stmt, params)
+        else:
+            conn.execute(stmt, params)
     else:
         run(raw, *_sql(stmt, params))
 
@@ -77,7 +85,10 @@ def execute_many(conn: Connection, stmt: Executable, params: Sequence[Mapping[st
     """A constant INSERT with several rows of the same columns."""
     raw = _driver(conn)
     if raw is None:
-        conn.execute(stmt, list(params))
+        if conn.dialect.name == "postgresql":
+            pg_direct.execute_many(conn, stmt, params)
+        else:
+            conn.execute(stmt, list(params))
     elif len(params) == 1:
         run(raw, *_sql(stmt, params[0]))
     elif params:

@@ -198,9 +198,14 @@ class WorkerStore:
         to `admit` (the run as assigned, its GPU): once it says no, the answer has no room for
         more, and the claim ends there without assigning that run. Also returns, when nothing
         was claimed, the earliest time a backed-off PENDING run becomes claimable."""
+        claim = partial(self._claim, worker_id, max_runs, admit)
+        if not self._tx.is_sqlite:
+            # No read first: the write looks for candidates before it locks anything (see
+            # `_claim`), so a claim with nothing to take costs one transaction either way.
+            return await self._tx.write(claim, key=worker_id)
 
-        # A read first: with nothing claimable, no write transaction (and on SQLite no turn
-        # in the writer queue) is spent on this worker.
+        # SQLite: a read first: with nothing claimable, no turn in the writer queue is spent
+        # on this worker.
         def check(tx: Tx) -> datetime | None:
             now_us = to_us(self.now)
             _check_lease(_lock_worker(tx.conn, worker_id, lock=False), from_us(now_us))
@@ -211,13 +216,22 @@ class WorkerStore:
         due = await self._tx.read(check)
         if due is not None:
             return [], due
-        claim = partial(self._claim, worker_id, max_runs, admit)
         return await self._tx.write(claim, key=worker_id)
 
     def _claim(
         self, worker_id: str, max_runs: int, admit: Admit, tx: Tx
     ) -> tuple[list[ClaimedRun], datetime | None]:
         conn = tx.conn
+        window = min(_CANDIDATE_WINDOW, max(8, 2 * max_runs))
+        first: list[tuple[str, tuple[int, int, str], Constraints]] | None = None
+        if not tx.is_sqlite:
+            # The first candidates before the worker's row: a claim that finds none locks
+            # nothing, so its transaction writes nothing (no WAL flush at its COMMIT).
+            first = _candidates(conn, to_us(self.now), None, window)
+            if not first:
+                now = self.now
+                _check_lease(_lock_worker(conn, worker_id, lock=False), now)
+                return [], _next_due(conn, to_us(now))
         worker = _lock_worker(conn, worker_id, lock=True)
         # Read under the worker's row lock, as heartbeats do: a claim and a heartbeat of one
         # worker are stamped in the order they commit (see `_unreported`).
@@ -226,21 +240,28 @@ class WorkerStore:
         _check_lease(worker, now)
         free = free_capacity(worker.resources, (h for h, _ in _held(conn, worker_id)))
         claimed: list[ClaimedRun] = []
-        window = min(_CANDIDATE_WINDOW, max(8, 2 * max_runs))
         seen = 0
         after: tuple[int, int, str] | None = None
         full = False
         while len(claimed) < max_runs and seen < _MAX_CANDIDATES and not full:
-            found = _candidates(conn, now_us, after, window)
+            found = first if first is not None else _candidates(conn, now_us, after, window)
+            first = None
             if not found:
                 break
             seen += len(found)
             after = found[-1][1]
+            # On PostgreSQL those that fit what is free now (decided from the candidate rows)
+            # are loaded in one statement; on SQLite one by one as they are reached (a SELECT
+            # there is a call into the library, and the claim may stop before the last).
+            loaded: dict[str, Run] = {}
+            if not tx.is_sqlite:
+                fitting = [r for r, _key, need in found if place(need, free) is not None]
+                loaded = self._runs.load_locked_runs(tx, fitting) if fitting else {}
             for run_id, _key, need in found:
                 if place(need, free) is None:
                     continue  # decided from the candidate row, without loading the run
                 # Locked by _candidates (FOR UPDATE SKIP LOCKED) in this transaction.
-                run = self._runs.load_run(tx, run_id, locked=True)
+                run = loaded.get(run_id) or self._runs.load_run(tx, run_id, locked=True)
                 if run.state is not RunState.PENDING:
                     continue
                 placement = place(run.constraints, free)
