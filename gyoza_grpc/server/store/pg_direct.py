@@ -14,6 +14,11 @@ converted with SQLAlchemy's own result processor.
 Errors go through SQLAlchemy's own handling of a DBAPI error: raised as its exception classes
 (IntegrityError, OperationalError...), and a dropped connection invalidated with the rest of
 the pool, exactly as for a statement SQLAlchemy ran.
+
+It reads private members of SQLAlchemy (the compiler's `_bind_processors` and
+`_result_columns`, `TypeEngine._cached_result_processor`, `Connection._handle_dbapi_exception`):
+pyproject.toml pins SQLAlchemy to one minor version, and tests/store/test_sqlalchemy_privates.py
+fails by name when an upgrade changes one of them.
 """
 
 from __future__ import annotations
