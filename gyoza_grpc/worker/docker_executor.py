@@ -401,8 +401,9 @@ class DockerHandler:
 
 
 # The engine learns of an OOM kill and of the container's exit by separate events, in either
-# order: a container killed by SIGKILL (exit 137) may show OOMKilled a moment after its exit.
-_OOM_SETTLE_S = (0.05, 0.1, 0.2, 0.4)
+# order: a container killed by SIGKILL (exit 137) may show OOMKilled after its exit, later on a
+# busy engine. Only an exit 137 the worker did not cause waits (about 3 s at most).
+_OOM_SETTLE_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 async def _oom_killed(container: DockerContainer, code: int) -> bool:

@@ -84,6 +84,11 @@ async def test_undecodable_requests_are_logged_invalid_argument(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(b"\xff\xff\xff")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    async def logged() -> bool:  # the line is made as the server ends the call
+        return bool(log.rpcs("GetRun"))
+
+    await eventually(logged)
     (line,) = log.rpcs("GetRun")
     assert line["code"] == "INVALID_ARGUMENT" and "run_id" not in line
 
