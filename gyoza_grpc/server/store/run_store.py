@@ -211,9 +211,11 @@ class RunStore:
         return _load_run(tx, run_id, lock=not locked)
 
     def load_locked_runs(self, tx: Tx, run_ids: Sequence[str]) -> dict[str, Run]:
-        """Runs whose rows this transaction has locked already (a claim's candidates), with
-        their current attempts: on PostgreSQL in one statement (its new READ COMMITTED
-        snapshot sees what their last writers committed); on SQLite one by one."""
+        """PostgreSQL: runs whose rows this transaction has locked already (a claim's
+        candidates), with their current attempts, in one statement (its new READ COMMITTED
+        snapshot sees what their last writers committed). SQLite's claims load each run as
+        they reach it (`load_run`)."""
+        assert not tx.is_sqlite, "SQLite loads a claim's candidates one by one"
         out: dict[str, Run] = {}
         missing = []
         for run_id in run_ids:
@@ -223,10 +225,6 @@ class RunStore:
             else:
                 missing.append(run_id)
         if not missing:
-            return out
-        if tx.is_sqlite:
-            for run_id in missing:
-                out[run_id] = _load_run(tx, run_id, lock=False)
             return out
         for m in mappings(tx.conn, _LOAD_RUNS_PG, {"b_run_ids": missing}):
             run = _split(m)

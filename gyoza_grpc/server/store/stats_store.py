@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -53,16 +54,19 @@ class StatsStore:
     async def count_runs(self, filters: RunFilters) -> dict[RunState, int]:
         """How many runs match `filters`, per state (states with none left out): one
         `SELECT state, count(*) ... GROUP BY state`."""
-        stmt = (
-            sa.select(runs.c.state, sa.func.count())
-            .where(*filters.conditions())
-            .group_by(runs.c.state)
-        )
+        stmt = _runs_by_state(filters)
 
         def work(conn: Connection) -> dict[RunState, int]:
             return {RunState(state): int(n) for state, n in conn.execute(stmt)}
 
         return await self._engines.run_sync(work)
+
+
+def _runs_by_state(filters: RunFilters) -> sa.Select[Any]:
+    """`SELECT state, count(*) ... GROUP BY state` over the runs `filters` match."""
+    return (
+        sa.select(runs.c.state, sa.func.count()).where(*filters.conditions()).group_by(runs.c.state)
+    )
 
 
 def _ping(conn: Connection) -> None:
@@ -71,7 +75,7 @@ def _ping(conn: Connection) -> None:
 
 def _snapshot(conn: Connection, now: datetime) -> StoreStats:
     """The three aggregates, in one transaction."""
-    by_state = sa.select(runs.c.state, sa.func.count()).group_by(runs.c.state)
+    by_state = _runs_by_state(RunFilters())
     queue = (
         sa.select(runs.c.priority, sa.func.count(), sa.func.min(runs.c.created_at))
         .where(runs.c.state == RunState.PENDING.value)
